@@ -1,0 +1,154 @@
+"""Settings from the environment, read in exactly one place.
+
+Every other module receives a `Settings` (or the fields it needs); nothing else reads `os.environ`.
+A bad value stops start-up with a `ConfigError` that names the variable and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value we cannot use."""
+
+
+@dataclass(slots=True, frozen=True)
+class Settings:
+    lake_uri: str = "./data/lake"
+    lake_storage_options: dict[str, str] = field(default_factory=dict)
+    ib_host: str = "127.0.0.1"
+    ib_port: int = 4002
+    ib_client_id: int = 10
+    ib_account: str = ""
+    max_lines: int = 100
+    reserved_lines: int = 0
+    stream_sec_types: tuple[str, ...] = ("OPT",)
+    flush_interval_s: float = 1.0
+
+    @property
+    def line_budget(self) -> int:
+        """Lines this project may use: the account's limit minus what other clients keep."""
+        return self.max_lines - self.reserved_lines
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """Command-line flags win over the environment; `None` means "flag not given"."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        updated = dataclasses.replace(self, **given)
+        _validate(updated, source="flag")
+        return updated
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        settings = cls(
+            lake_uri=_text(env, "V6_LAKE_URI", defaults.lake_uri),
+            lake_storage_options=_json_object(env, "V6_LAKE_STORAGE_OPTIONS"),
+            ib_host=_text(env, "V6_IB_HOST", defaults.ib_host),
+            ib_port=_integer(env, "V6_IB_PORT", defaults.ib_port),
+            ib_client_id=_integer(env, "V6_IB_CLIENT_ID", defaults.ib_client_id),
+            ib_account=env.get("V6_IB_ACCOUNT", defaults.ib_account).strip(),
+            max_lines=_integer(env, "V6_MAX_LINES", defaults.max_lines),
+            reserved_lines=_integer(env, "V6_RESERVED_LINES", defaults.reserved_lines),
+            stream_sec_types=_sec_types(env, "V6_STREAM_SEC_TYPES", defaults.stream_sec_types),
+            flush_interval_s=_number(env, "V6_FLUSH_INTERVAL_S", defaults.flush_interval_s),
+        )
+        _validate(settings, source="env")
+        return settings
+
+
+# Which environment variable each field comes from, so errors name what the user can change.
+ENV_NAMES = {
+    "lake_uri": "V6_LAKE_URI",
+    "lake_storage_options": "V6_LAKE_STORAGE_OPTIONS",
+    "ib_host": "V6_IB_HOST",
+    "ib_port": "V6_IB_PORT",
+    "ib_client_id": "V6_IB_CLIENT_ID",
+    "ib_account": "V6_IB_ACCOUNT",
+    "max_lines": "V6_MAX_LINES",
+    "reserved_lines": "V6_RESERVED_LINES",
+    "stream_sec_types": "V6_STREAM_SEC_TYPES",
+    "flush_interval_s": "V6_FLUSH_INTERVAL_S",
+}
+
+
+def _validate(settings: Settings, source: str) -> None:
+    def fail(field_name: str, value: object, why: str) -> None:
+        name = ENV_NAMES[field_name] if source == "env" else f"--{field_name.replace('_', '-')}"
+        raise ConfigError(f"{name}={value!r}: {why}")
+
+    if not settings.lake_uri.strip():
+        fail("lake_uri", settings.lake_uri, "must not be empty")
+    if not settings.ib_host.strip():
+        fail("ib_host", settings.ib_host, "must not be empty")
+    if not 0 < settings.ib_port < 65536:
+        fail("ib_port", settings.ib_port, "must be a TCP port between 1 and 65535")
+    if settings.ib_client_id < 0:
+        fail("ib_client_id", settings.ib_client_id, "must be >= 0")
+    if settings.max_lines <= 0:
+        fail("max_lines", settings.max_lines, "must be > 0")
+    if settings.reserved_lines < 0:
+        fail("reserved_lines", settings.reserved_lines, "must be >= 0")
+    if settings.reserved_lines >= settings.max_lines:
+        fail("reserved_lines", settings.reserved_lines, f"must be below the line limit {settings.max_lines}")
+    if not settings.stream_sec_types:
+        fail("stream_sec_types", settings.stream_sec_types, "must name at least one sec type")
+    if not settings.flush_interval_s > 0:
+        fail("flush_interval_s", settings.flush_interval_s, "must be > 0 seconds")
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not an integer") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not a number") from None
+    if value != value:  # NaN
+        raise ConfigError(f"{name}={raw!r}: not a number")
+    return value
+
+
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, str]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: malformed JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a JSON object, got {type(value).__name__}")
+    # Values are not echoed: storage options often carry credentials.
+    return {str(key): str(item) for key, item in value.items()}
+
+
+def _sec_types(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    types = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+    if not types:
+        raise ConfigError(f"{name}={raw!r}: must list at least one sec type, e.g. OPT or OPT,FOP")
+    return types
