@@ -9,7 +9,8 @@ import sys
 
 from v6_positions.config import ConfigError
 
-# Modules that own a group of subcommands; each exposes `register(subparsers)` and sets `handler=fn(args) -> int`.
+# Modules that own a group of subcommands: each exposes `register(subparsers)`
+# and sets `handler=fn(args) -> int` on its parsers.
 SUBCOMMAND_MODULES = (
     "v6_positions.lake.cli",
     "v6_positions.simulator.cli",
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=log_format)
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, ValueError) as exc:
