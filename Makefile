@@ -28,3 +28,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data
+
+.PHONY: demo run
+# The whole system on this machine: simulator + demo legs + Dagster UI on http://127.0.0.1:3000
+demo: $(STAMP)
+	$(VENV)/bin/v6-positions demo
+
+# The same against a real IB Gateway/TWS: set V6_IB_HOST, V6_IB_PORT, V6_IB_ACCOUNT, ... first.
+run: $(STAMP)
+	$(VENV)/bin/v6-positions up

@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "v6_positions.lake.cli",
     "v6_positions.simulator.cli",
     "v6_positions.ib.cli",
+    "v6_positions.launch",
 )
 
 

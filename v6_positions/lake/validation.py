@@ -1,0 +1,117 @@
+"""Row rules shared by every writer. A broken row raises InvalidRowError naming the field and the value.
+
+Normalisations (documented so callers can rely on them):
+- right: "C"/"P" in any case, and "CALL"/"PUT", become "C"/"P"; "" means "no right" (stocks, futures).
+- sec_type: upper-cased; must be one of KNOWN_SEC_TYPES.
+- strike: for sec types without strikes (STK, FUT, ...), IB's 0.0 means "no strike" and becomes None.
+- expiry: "" means none; otherwise a real calendar date spelled YYYYMMDD.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+
+from v6_positions.lake.errors import InvalidRowError
+
+KNOWN_SEC_TYPES = frozenset(
+    {"OPT", "FOP", "STK", "FUT", "IND", "CASH", "BAG", "WAR", "BOND", "CFD", "CMDTY", "FUND", "IOPT", "CRYPTO"}
+)
+# Sec types whose contracts have a right and a strike.
+OPTION_SEC_TYPES = frozenset({"OPT", "FOP", "WAR", "IOPT"})
+
+_RIGHTS = {"C": "C", "P": "P", "CALL": "C", "PUT": "P"}
+
+
+def check_conid(conid: object) -> int:
+    if isinstance(conid, bool) or not isinstance(conid, int) or conid <= 0:
+        raise InvalidRowError("conid", conid, "must be a positive integer")
+    return conid
+
+
+def check_symbol(symbol: object) -> str:
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise InvalidRowError("symbol", symbol, "must be a non-empty string")
+    return symbol.strip()
+
+
+def check_sec_type(sec_type: object) -> str:
+    normalised = sec_type.strip().upper() if isinstance(sec_type, str) else sec_type
+    if normalised not in KNOWN_SEC_TYPES:
+        raise InvalidRowError("sec_type", sec_type, f"unknown sec type; known: {', '.join(sorted(KNOWN_SEC_TYPES))}")
+    return normalised
+
+
+def check_right(right: object, *, required: bool) -> str | None:
+    if right is None or (isinstance(right, str) and not right.strip()):
+        if required:
+            raise InvalidRowError("right", right, "must be C or P")
+        return None
+    normalised = _RIGHTS.get(right.strip().upper()) if isinstance(right, str) else None
+    if normalised is None:
+        raise InvalidRowError("right", right, "must be C or P (CALL/PUT accepted)")
+    return normalised
+
+
+def check_strike(strike: object, *, required: bool, sec_type: str = "OPT") -> float | None:
+    if strike is None:
+        if required:
+            raise InvalidRowError("strike", strike, "must be a number > 0")
+        return None
+    if isinstance(strike, bool) or not isinstance(strike, int | float):
+        raise InvalidRowError("strike", strike, "must be a number > 0")
+    value = float(strike)
+    if value == 0.0 and not required and sec_type not in OPTION_SEC_TYPES:
+        return None  # IB reports strike 0.0 for contracts that have none
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise InvalidRowError("strike", strike, "must be a finite number > 0")
+    return value
+
+
+def check_expiry(expiry: object, *, required: bool) -> str | None:
+    if expiry is None or (isinstance(expiry, str) and not expiry.strip()):
+        if required:
+            raise InvalidRowError("expiry", expiry, "must be a date spelled YYYYMMDD")
+        return None
+    if isinstance(expiry, date) and not isinstance(expiry, datetime):
+        return expiry.strftime("%Y%m%d")
+    text = expiry.strip() if isinstance(expiry, str) else str(expiry)
+    if len(text) != 8 or not text.isdigit():
+        raise InvalidRowError("expiry", expiry, "must be a date spelled YYYYMMDD")
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        raise InvalidRowError("expiry", expiry, "is not a calendar date (YYYYMMDD)") from None
+    return text
+
+
+def check_positive_int(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidRowError(field, value, "must be a positive integer")
+    return value
+
+
+def check_int_at_least(field: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRowError(field, value, f"must be an integer >= {minimum}")
+    return value
+
+
+def check_optional_number(field: str, value: object) -> float | None:
+    """Optional numbers: None stays None; NaN and IB's max-double sentinel mean "missing" and become None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRowError(field, value, "must be a number or None")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number) or abs(number) >= 1.7976931348623157e308:
+        return None
+    return number
+
+
+def check_account(account: object) -> str:
+    if account is None:
+        return ""
+    if not isinstance(account, str):
+        raise InvalidRowError("account", account, "must be a string")
+    return account.strip()
