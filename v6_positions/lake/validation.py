@@ -10,12 +10,27 @@ Normalisations (documented so callers can rely on them):
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from v6_positions.lake.errors import InvalidRowError
 
 KNOWN_SEC_TYPES = frozenset(
-    {"OPT", "FOP", "STK", "FUT", "IND", "CASH", "BAG", "WAR", "BOND", "CFD", "CMDTY", "FUND", "IOPT", "CRYPTO"}
+    {
+        "OPT",
+        "FOP",
+        "STK",
+        "FUT",
+        "IND",
+        "CASH",
+        "BAG",
+        "WAR",
+        "BOND",
+        "CFD",
+        "CMDTY",
+        "FUND",
+        "IOPT",
+        "CRYPTO",
+    }
 )
 # Sec types whose contracts have a right and a strike.
 OPTION_SEC_TYPES = frozenset({"OPT", "FOP", "WAR", "IOPT"})
@@ -38,7 +53,9 @@ def check_symbol(symbol: object) -> str:
 def check_sec_type(sec_type: object) -> str:
     normalised = sec_type.strip().upper() if isinstance(sec_type, str) else sec_type
     if normalised not in KNOWN_SEC_TYPES:
-        raise InvalidRowError("sec_type", sec_type, f"unknown sec type; known: {', '.join(sorted(KNOWN_SEC_TYPES))}")
+        raise InvalidRowError(
+            "sec_type", sec_type, f"unknown sec type; known: {', '.join(sorted(KNOWN_SEC_TYPES))}"
+        )
     return normalised
 
 
@@ -115,3 +132,16 @@ def check_account(account: object) -> str:
     if not isinstance(account, str):
         raise InvalidRowError("account", account, "must be a string")
     return account.strip()
+
+
+def check_time(field: str, value: object, *, required: bool) -> datetime | None:
+    """Timestamps are stored in UTC; a naive datetime is taken to be UTC already."""
+    if value is None:
+        if required:
+            raise InvalidRowError(field, value, "must be a datetime")
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidRowError(field, value, "must be a datetime")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,42 @@
+"""Assembles the Dagster code location; nothing else lives here."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from v6_positions.config import Settings
+from v6_positions.defs import assets, checks, jobs, schedules, sensors, stream
+from v6_positions.defs.resources import HealthThresholds, StreamSupervision, resources_from_settings
+
+
+def build_definitions(
+    settings: Settings,
+    supervision: StreamSupervision | None = None,
+    thresholds: HealthThresholds | None = None,
+) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            assets.strategy_registry,
+            assets.streamed_positions,
+            assets.position_queue,
+            assets.queued_positions,
+            assets.positions,
+        ],
+        asset_checks=[
+            checks.lines_within_budget,
+            checks.active_legs_fresh,
+            checks.queue_backlog_age,
+            checks.registry_legs_held,
+        ],
+        jobs=[stream.position_stream_job, jobs.batch_job, jobs.health_check_job, jobs.lake_maintenance_job],
+        sensors=[sensors.stream_supervisor],
+        schedules=[
+            schedules.queued_positions_batch,
+            schedules.health_check_schedule,
+            schedules.lake_maintenance_schedule,
+        ],
+        resources=resources_from_settings(settings, supervision, thresholds),
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,33 @@
+"""How many streaming market-data lines this process may hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from v6_positions.config import Settings
+
+
+@dataclass(slots=True, frozen=True)
+class LineBudget:
+    """IB's per-account line limit minus the lines kept free for other clients (TWS, mobile, other bots)."""
+
+    max_lines: int = 100
+    reserved: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_lines <= 0:
+            raise ValueError(f"max_lines={self.max_lines!r}: must be > 0")
+        if not 0 <= self.reserved < self.max_lines:
+            raise ValueError(f"reserved={self.reserved!r}: must be >= 0 and below max_lines={self.max_lines}")
+
+    @property
+    def available(self) -> int:
+        return self.max_lines - self.reserved
+
+    def fits(self, in_use: int, extra: int = 1) -> bool:
+        """Would `extra` more lines stay within the budget?"""
+        return in_use + extra <= self.available
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LineBudget:
+        return cls(max_lines=settings.max_lines, reserved=settings.reserved_lines)

@@ -1,0 +1,114 @@
+"""`v6-positions stream` (the streaming leg standalone) and `v6-positions status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+
+from v6_positions.config import Settings
+from v6_positions.ib.handlers import DeltaLakePositionWriter
+from v6_positions.ib.streamer import PositionStreamer, StreamStatus
+from v6_positions.lake.history import HistoryWriter
+from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.registry import StrategyRegistry
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stream = subparsers.add_parser("stream", help="run the streaming leg on its own (outside Dagster)")
+    _settings_flags(stream)
+    stream.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: run)")
+    stream.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    stream.add_argument("--registry-poll", type=float, default=2.0, help="registry poll interval, seconds")
+    stream.set_defaults(handler=run_stream)
+
+    status = subparsers.add_parser("status", help="table versions, queue backlog, newest row ages")
+    status.add_argument("--lake-uri", default=None)
+    status.set_defaults(handler=run_status)
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", dest="ib_host", default=None)
+    parser.add_argument("--port", dest="ib_port", type=int, default=None)
+    parser.add_argument("--client-id", dest="ib_client_id", type=int, default=None)
+    parser.add_argument("--account", dest="ib_account", default=None)
+    parser.add_argument("--max-lines", dest="max_lines", type=int, default=None)
+    parser.add_argument("--reserved-lines", dest="reserved_lines", type=int, default=None)
+    parser.add_argument("--lake-uri", dest="lake_uri", default=None)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    names = ("ib_host", "ib_port", "ib_client_id", "ib_account", "max_lines", "reserved_lines", "lake_uri")
+    return Settings.from_env().with_overrides(**{name: getattr(args, name, None) for name in names})
+
+
+def status_line(status: StreamStatus) -> str:
+    age = "-"
+    if status.last_update_at is not None:
+        age = f"{(datetime.now(UTC) - status.last_update_at).total_seconds():.1f}s"
+    return (
+        f"{'connected' if status.connected else 'DISCONNECTED'} clientId={status.client_id} "
+        f"lines={status.lines_in_use}/{status.line_budget} streamed={len(status.streamed_conids)} "
+        f"queued={status.queued_count} unfit={len(status.unfit)} demoted={len(status.demoted)} "
+        f"updates={status.updates_received} rows_flushed={status.rows_flushed} "
+        f"reconnects={status.reconnects} last_update={age}"
+    )
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    return asyncio.run(_stream(settings, args.duration, args.status_every, args.registry_poll))
+
+
+async def _stream(
+    settings: Settings, duration: float | None, status_every: float, registry_poll: float
+) -> int:
+    storage = settings.lake_storage_options or None
+    writer = HistoryWriter(
+        settings.lake_uri, "streamed_positions", storage, flush_interval_s=settings.flush_interval_s
+    )
+    streamer = PositionStreamer(
+        settings,
+        StrategyRegistry(settings.lake_uri, storage),
+        PositionQueue(settings.lake_uri, storage),
+        [DeltaLakePositionWriter(writer)],
+        registry_poll_s=registry_poll,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    run = asyncio.ensure_future(streamer.run(stop))
+    started = time.monotonic()
+    while not run.done():
+        await asyncio.wait({run}, timeout=status_every)
+        if not run.done():
+            print(status_line(streamer.status()), flush=True)
+    await run  # re-raises a crash of the streamer
+    final = streamer.status()
+    print(status_line(final), flush=True)
+    print(
+        f"stopped after {time.monotonic() - started:.1f}s: updates_received={final.updates_received} "
+        f"updates_dispatched={final.updates_dispatched} handler_errors={final.handler_errors} "
+        f"rows_flushed={final.rows_flushed} queue_rows_written={final.queue_rows_written}",
+        flush=True,
+    )
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from v6_positions.ib.lake_status import lake_status_lines
+
+    settings = Settings.from_env().with_overrides(lake_uri=args.lake_uri)
+    for line in lake_status_lines(settings.lake_uri, settings.lake_storage_options or None):
+        print(line)
+    return 0

@@ -1,0 +1,79 @@
+"""What the account holds, as this process last heard it from IB (positions + portfolio payloads)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ib_async import Contract, PortfolioItem, Position
+
+from v6_positions.ib.values import clean_number, clean_price
+
+HoldingKey = tuple[str, int]  # (account, conid): the queue's key; one contract may sit in several accounts
+
+
+@dataclass(slots=True)
+class Holding:
+    account: str
+    contract: Contract
+    position: float
+    average_cost: float | None = None
+    # Latest portfolio payload (reqAccountUpdates), None until IB pushed one.
+    market_price: float | None = None
+    market_value: float | None = None
+    unrealized_pnl: float | None = None
+    realized_pnl: float | None = None
+    payload_time: datetime | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def key(self) -> HoldingKey:
+        return (self.account, self.conid)
+
+    @property
+    def conid(self) -> int:
+        return int(self.contract.conId)
+
+    @property
+    def symbol(self) -> str:
+        return self.contract.symbol
+
+    @property
+    def sec_type(self) -> str:
+        return self.contract.secType
+
+    @property
+    def multiplier(self) -> float:
+        return parse_multiplier(self.contract.multiplier, self.contract.secType)
+
+
+def parse_multiplier(raw: object, sec_type: str = "OPT") -> float:
+    """IB sends the multiplier as text ("100", "" for stocks)."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        return 100.0 if sec_type in ("OPT", "FOP") else 1.0
+    return value
+
+
+def holding_from_position(position: Position) -> Holding:
+    return Holding(
+        account=position.account,
+        contract=position.contract,
+        position=float(position.position),
+        average_cost=clean_number(position.avgCost),
+    )
+
+
+def apply_portfolio(holding: Holding, item: PortfolioItem, now: datetime) -> None:
+    """Refresh a holding's payload from a portfolio update (IB pushes these on change and every 3 minutes)."""
+    holding.position = float(item.position)
+    holding.average_cost = clean_number(item.averageCost)
+    holding.market_price = clean_price(item.marketPrice)
+    holding.market_value = clean_number(item.marketValue)
+    holding.unrealized_pnl = clean_number(item.unrealizedPNL)
+    holding.realized_pnl = clean_number(item.realizedPNL)
+    holding.payload_time = now

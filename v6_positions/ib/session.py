@@ -1,0 +1,360 @@
+"""One read-only ib_async connection that stays up: connect, heartbeat, reconnect with backoff.
+
+- Always `readonly=True`: nothing here can place, modify or cancel an order.
+- Reconnects when the socket drops, when the heartbeat (reqCurrentTime) fails, and when the gateway reports
+  its IB link lost (1100/2110) and no restore (1101/1102) follows within `connectivity_grace_s` — the nightly
+  reset stops data for minutes without dropping the socket, so 1100 alone does not tear the socket down.
+- Backoff is exponential with jitter; a clientId in use (326) moves to the next id of the range at once.
+- The supervisor loop is also the heartbeat, so probing never stops while disconnected (LEAN's 3-day outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from ib_async import IB
+from ib_async.ib import StartupFetch
+
+from v6_positions.config import Settings
+from v6_positions.ib.errors import (
+    CLIENT_ID_IN_USE,
+    CONNECTIVITY_LOST,
+    RESTORED_DATA_KEPT,
+    RESTORED_DATA_LOST,
+)
+
+log = logging.getLogger(__name__)
+
+# The stream needs positions and the account's portfolio pushes; orders and executions are not our business.
+STREAM_FETCH = StartupFetch.POSITIONS | StartupFetch.ACCOUNT_UPDATES
+# Batch clients must not take the account updates subscription from the stream (only one per gateway).
+BATCH_FETCH = StartupFetch.POSITIONS
+
+
+@dataclass(slots=True, frozen=True)
+class SessionConfig:
+    host: str = "127.0.0.1"
+    port: int = 4002
+    client_id: int = 10
+    client_id_count: int = 10  # ids client_id .. client_id + count - 1 are ours to try
+    account: str = ""
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    backoff_jitter: float = 0.2  # +-20 %
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 5.0
+    connectivity_grace_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> SessionConfig:
+        base = cls(
+            host=settings.ib_host,
+            port=settings.ib_port,
+            client_id=settings.ib_client_id,
+            account=settings.ib_account,
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def client_ids(self) -> tuple[int, ...]:
+        return tuple(range(self.client_id, self.client_id + max(1, self.client_id_count)))
+
+
+class Backoff:
+    """Delay before the n-th retry: base * 2**n, capped, times (1 +- jitter)."""
+
+    def __init__(self, base_s: float, cap_s: float, jitter: float = 0.2, rng: random.Random | None = None):
+        self.base_s, self.cap_s, self.jitter = base_s, cap_s, jitter
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        raw = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt += 1
+        return max(0.0, raw * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class ClientIdRange:
+    """Cycles through the configured clientIds; 326 moves on to the next one."""
+
+    def __init__(self, ids: tuple[int, ...]):
+        if not ids:
+            raise ValueError("client id range is empty")
+        self._ids = ids
+        self._index = 0
+
+    @property
+    def current(self) -> int:
+        return self._ids[self._index]
+
+    def advance(self) -> int:
+        self._index = (self._index + 1) % len(self._ids)
+        return self.current
+
+
+class ConnectResult(enum.Enum):
+    CONNECTED = "connected"
+    CLIENT_ID_IN_USE = "client_id_in_use"
+    FAILED = "failed"
+
+
+Callback = Callable[[], Awaitable[None] | None]
+
+
+class IBSession:
+    def __init__(
+        self,
+        config: SessionConfig,
+        ib: IB | None = None,
+        *,
+        on_connected: Callable[[bool], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
+        on_data_lost: Callable[[], Awaitable[None]] | None = None,
+        fetch: StartupFetch = STREAM_FETCH,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.ib = ib or IB()
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_data_lost = on_data_lost
+        self._fetch = fetch
+        self._ids = ClientIdRange(config.client_ids)
+        self._backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, config.backoff_jitter, rng)
+        self._wake = asyncio.Event()
+        self._reconnect_reason: str | None = None
+        self._link_lost_at: float | None = None
+        self._connect_errors: list[int] = []
+        self._tasks: set[asyncio.Task] = set()
+        self.connects = 0
+        self.reconnects = 0
+        self.last_heartbeat_at: float | None = None
+        self.last_connect_error: str | None = None
+        self.ib.disconnectedEvent += self._handle_disconnected
+        self.ib.errorEvent += self._handle_error
+
+    # -- state -----------------------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.ib.isConnected()
+
+    @property
+    def client_id(self) -> int:
+        return self._ids.current
+
+    @property
+    def link_lost(self) -> bool:
+        """The gateway said it lost IB (1100/2110) and has not said it is back."""
+        return self._link_lost_at is not None
+
+    def request_reconnect(self, reason: str) -> None:
+        self._reconnect_reason = reason
+        self._wake.set()
+
+    # -- supervisor ------------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a connection until `stop` is set; never returns early, never raises on IB trouble."""
+        stop_task = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                if not self.connected:
+                    result = await self._connect_once(stop_task)
+                    if stop.is_set():
+                        break
+                    if result is ConnectResult.CLIENT_ID_IN_USE:
+                        continue  # next id right away: a busy id is no reason to wait
+                    if result is ConnectResult.FAILED:
+                        delay = self._backoff.next_delay()
+                        log.warning("IB connect failed (%s); retry in %.1fs", self.last_connect_error, delay)
+                        await self._sleep(delay, stop_task)
+                        continue
+                    await self._after_connect()
+                    continue
+                await self._sleep(self._next_wake_in(), stop_task)
+                if stop.is_set():
+                    break
+                await self._check_connection()
+        finally:
+            stop_task.cancel()
+
+    async def connect(self, attempts: int | None = None) -> None:
+        """One-shot connect for short-lived clients (batch, benchmarks): tries each id of the range once
+        on 326, `attempts` times on other failures; raises ConnectionError when it cannot connect."""
+        never = asyncio.get_running_loop().create_future()  # no stop signal for a one-shot connect
+        tries = attempts or len(self.config.client_ids)
+        try:
+            for _ in range(tries):
+                result = await self._connect_once(never)
+                if result is ConnectResult.CONNECTED:
+                    self.connects += 1
+                    return
+        finally:
+            never.cancel()
+        where = f"{self.config.host}:{self.config.port}"
+        raise ConnectionError(f"could not connect to {where}: {self.last_connect_error}")
+
+    async def close(self) -> None:
+        """Disconnect (the streamer cancels its streams first)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+
+    async def _connect_once(self, stop_task: asyncio.Future) -> ConnectResult:
+        client_id = self._ids.current
+        self._connect_errors.clear()
+        self._reconnect_reason = None
+        cfg = self.config
+        log.info("connecting to %s:%s clientId=%s (readonly)", cfg.host, cfg.port, client_id)
+        connect = asyncio.ensure_future(
+            self.ib.connectAsync(
+                cfg.host,
+                cfg.port,
+                clientId=client_id,
+                timeout=cfg.connect_timeout_s,
+                readonly=True,  # always: this project never trades
+                account=cfg.account,
+                raiseSyncErrors=True,  # a timed-out positions request is not "zero positions"
+                fetchFields=self._fetch,
+            )
+        )
+        in_use = asyncio.ensure_future(self._wait_for_client_id_in_use())
+        try:
+            await asyncio.wait({connect, in_use, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            in_use.cancel()
+        if not connect.done():
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
+            if self.ib.isConnected():
+                self.ib.disconnect()
+            if any(code in CLIENT_ID_IN_USE for code in self._connect_errors):
+                next_id = self._ids.advance()
+                self.last_connect_error = f"clientId {client_id} in use"
+                log.warning("clientId %s already in use; trying %s", client_id, next_id)
+                return ConnectResult.CLIENT_ID_IN_USE
+            self.last_connect_error = "stopped"
+            return ConnectResult.FAILED
+        error = connect.exception()
+        if error is not None:
+            self.last_connect_error = repr(error)
+            if any(code in CLIENT_ID_IN_USE for code in self._connect_errors):
+                self._ids.advance()
+                return ConnectResult.CLIENT_ID_IN_USE
+            return ConnectResult.FAILED
+        return ConnectResult.CONNECTED
+
+    async def _wait_for_client_id_in_use(self) -> None:
+        while not any(code in CLIENT_ID_IN_USE for code in self._connect_errors):
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _after_connect(self) -> None:
+        first = self.connects == 0
+        self.connects += 1
+        if not first:
+            self.reconnects += 1
+        self._backoff.reset()
+        self._link_lost_at = None
+        self.last_heartbeat_at = time.monotonic()
+        log.info("connected clientId=%s (%s)", self._ids.current, "first" if first else "reconnect")
+        if self._on_connected is not None:
+            try:
+                await self._on_connected(first)
+            except Exception:
+                # A failed resync leaves the stream wrong; reconnecting is the clean way to try again.
+                log.exception("resync after connect failed; reconnecting")
+                self.request_reconnect("resync failed")
+                if self.ib.isConnected():
+                    self.ib.disconnect()
+
+    def _next_wake_in(self) -> float:
+        wait = self.config.heartbeat_interval_s
+        if self._link_lost_at is not None:
+            left = self._link_lost_at + self.config.connectivity_grace_s - time.monotonic()
+            wait = min(wait, max(0.0, left))
+        return wait
+
+    async def _check_connection(self) -> None:
+        if not self.connected:
+            return
+        if self._reconnect_reason is not None:
+            log.warning("reconnecting: %s", self._reconnect_reason)
+            self.ib.disconnect()
+            return
+        if self._link_lost_at is not None:
+            if time.monotonic() - self._link_lost_at >= self.config.connectivity_grace_s:
+                grace = self.config.connectivity_grace_s
+                log.warning("IB link lost for %.0fs without restore; reconnecting", grace)
+                self._link_lost_at = None
+                self.ib.disconnect()
+                return
+        try:
+            await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.config.heartbeat_timeout_s)
+            self.last_heartbeat_at = time.monotonic()
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("heartbeat failed (%r); reconnecting", exc)
+            if self.ib.isConnected():
+                self.ib.disconnect()
+
+    async def _sleep(self, seconds: float, stop_task: asyncio.Future) -> None:
+        """Sleep until the timeout, a wake-up (disconnect, error, request) or stop. A wake-up signalled
+        before the call is not lost: the event is only cleared after it was seen."""
+        if not self._wake.is_set():
+            wake = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {wake, stop_task}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                wake.cancel()
+        self._wake.clear()
+
+    # -- ib_async events -------------------------------------------------------------------------------------
+    def _handle_disconnected(self) -> None:
+        log.warning("disconnected from IB")
+        if self._on_disconnected is not None:
+            try:
+                self._on_disconnected()
+            except Exception:
+                log.exception("on_disconnected callback failed")
+        self._wake.set()
+
+    def _handle_error(self, req_id: int, code: int, message: str, contract: object = None) -> None:
+        if code in CLIENT_ID_IN_USE:
+            self._connect_errors.append(code)
+            self._wake.set()
+        elif code in CONNECTIVITY_LOST:
+            log.warning("IB link lost (%s): %s", code, message)
+            if self._link_lost_at is None:
+                self._link_lost_at = time.monotonic()
+            self._wake.set()
+        elif code in RESTORED_DATA_LOST:
+            log.warning("IB link restored, data lost (%s): re-subscribing", code)
+            self._link_lost_at = None
+            if self._on_data_lost is not None:
+                self._spawn(self._on_data_lost())
+        elif code in RESTORED_DATA_KEPT:
+            log.info("IB link restored, data kept (%s)", code)
+            self._link_lost_at = None
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # keep a reference: un-referenced tasks can vanish mid-flight
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)

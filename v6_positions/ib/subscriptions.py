@@ -1,0 +1,166 @@
+"""The set of market-data streams this process wants, and what is live right now.
+
+Each subscription keeps a re-callable subscribe handle, so after a reconnect (ib_async's `disconnect()` drops
+every Ticker) or a 1101 (IB dropped the data, the socket stayed) `replay()` requests exactly the desired set:
+no duplicates, no leftovers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ib_async import Contract, Ticker
+
+log = logging.getLogger(__name__)
+
+
+class MarketDataApi(Protocol):
+    """The two ib_async `IB` methods this module needs (a fake in unit tests)."""
+
+    def reqMktData(  # noqa: N802 - ib_async's name
+        self,
+        contract: Contract,
+        genericTickList: str = "",  # noqa: N803
+        snapshot: bool = False,
+        regulatorySnapshot: bool = False,  # noqa: N803
+        mktDataOptions: Any = None,  # noqa: N803
+    ) -> Ticker: ...
+
+    def cancelMktData(self, contract: Contract) -> bool: ...  # noqa: N802
+
+
+@dataclass(slots=True)
+class Subscription:
+    conid: int
+    contract: Contract
+    subscribe: Callable[[], Ticker]  # re-callable: each call is one fresh reqMktData
+    ticker: Ticker | None = None
+    req_id: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.ticker is not None
+
+
+class SubscriptionRegistry:
+    def __init__(self, api: MarketDataApi, generic_ticks: str = "") -> None:
+        self._api = api
+        self._generic_ticks = generic_ticks
+        self._subs: dict[int, Subscription] = {}
+        self.requests_sent = 0
+        self.cancels_sent = 0
+
+    # -- queries -------------------------------------------------------------------------------------------
+    @property
+    def desired(self) -> set[int]:
+        return set(self._subs)
+
+    @property
+    def live(self) -> set[int]:
+        return {conid for conid, sub in self._subs.items() if sub.live}
+
+    @property
+    def lines_in_use(self) -> int:
+        return sum(1 for sub in self._subs.values() if sub.live)
+
+    def is_live(self, conid: int) -> bool:
+        sub = self._subs.get(conid)
+        return sub is not None and sub.live
+
+    def contract(self, conid: int) -> Contract | None:
+        sub = self._subs.get(conid)
+        return sub.contract if sub else None
+
+    def conid_for_req_id(self, req_id: int) -> int | None:
+        for sub in self._subs.values():
+            if sub.req_id == req_id:
+                return sub.conid
+        return None
+
+    # -- changes -------------------------------------------------------------------------------------------
+    def add(self, conid: int, contract: Contract, *, connected: bool = True) -> bool:
+        """Want a stream for `conid`; request it now when connected. False if it was already wanted."""
+        if conid in self._subs:
+            return False
+        api, ticks = self._api, self._generic_ticks
+
+        def subscribe() -> Ticker:
+            # Keyword arguments: the seed passed "" as `snapshot` positionally.
+            return api.reqMktData(
+                contract, genericTickList=ticks, snapshot=False, regulatorySnapshot=False, mktDataOptions=[]
+            )
+
+        sub = Subscription(conid=conid, contract=contract, subscribe=subscribe)
+        self._subs[conid] = sub
+        if connected:
+            self._request(sub)
+        return True
+
+    def remove(self, conid: int, *, connected: bool = True) -> bool:
+        """Stop wanting `conid`; cancel its stream if live. False if it was not wanted."""
+        sub = self._subs.pop(conid, None)
+        if sub is None:
+            return False
+        if sub.live and connected:
+            self._cancel(sub)
+        return True
+
+    def connection_lost(self) -> None:
+        """The socket dropped: ib_async cleared every Ticker, IB freed every line. Desired set stays."""
+        for sub in self._subs.values():
+            sub.ticker = None
+            sub.req_id = None
+
+    def replay(self, *, renew_live: bool = False) -> int:
+        """Request every desired stream that is not live; with `renew_live` (after 1101) also cancel and
+        re-request the live ones, because IB dropped them while ib_async still holds their Tickers."""
+        count = 0
+        for sub in list(self._subs.values()):
+            if sub.live:
+                if not renew_live:
+                    continue
+                self._cancel(sub)
+            self._request(sub)
+            count += 1
+        return count
+
+    def clear(self, *, connected: bool = True) -> int:
+        """Cancel every stream (stop)."""
+        count = 0
+        for conid in list(self._subs):
+            sub = self._subs[conid]
+            if sub.live and connected:
+                self._cancel(sub)
+                count += 1
+            del self._subs[conid]
+        return count
+
+    # -- wire ----------------------------------------------------------------------------------------------
+    def _request(self, sub: Subscription) -> None:
+        sub.ticker = sub.subscribe()
+        sub.req_id = _req_id_of(self._api, sub.ticker)
+        self.requests_sent += 1
+        log.debug("reqMktData conid=%s reqId=%s", sub.conid, sub.req_id)
+
+    def _cancel(self, sub: Subscription) -> None:
+        try:
+            self._api.cancelMktData(sub.contract)
+            self.cancels_sent += 1
+        except Exception:  # a cancel that fails must not keep the registry inconsistent
+            log.exception("cancelMktData failed for conid=%s", sub.conid)
+        sub.ticker = None
+        sub.req_id = None
+
+
+def _req_id_of(api: object, ticker: Ticker) -> int | None:
+    """ib_async keeps reqIds in its wrapper; errors (101) name the reqId, so remember it."""
+    wrapper = getattr(api, "wrapper", None)
+    if wrapper is None:
+        return None
+    try:
+        return wrapper.ticker2ReqId["mktData"].get(ticker)
+    except (AttributeError, KeyError, TypeError):
+        return None

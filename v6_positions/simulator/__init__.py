@@ -1,0 +1,35 @@
+"""TWS-API gateway simulator: the unmodified ib_async client connects to it over TCP as to IB Gateway.
+
+framing (wire) -> dispatch (request table) -> server (gateway-wide state) over book + market (prices);
+control (HTTP API) and runner (background thread) drive it; cli starts it from the command line.
+"""
+
+from v6_positions.simulator.book import (
+    Book,
+    BookContract,
+    BookError,
+    BookPosition,
+    StrategyLeg,
+    Underlying,
+    book_from_dict,
+    demo_strategy_legs,
+    load_book,
+)
+from v6_positions.simulator.control import ControlServer
+from v6_positions.simulator.runner import SimulatorThread
+from v6_positions.simulator.server import GatewaySimulator
+
+__all__ = [
+    "Book",
+    "BookContract",
+    "BookError",
+    "BookPosition",
+    "ControlServer",
+    "GatewaySimulator",
+    "SimulatorThread",
+    "StrategyLeg",
+    "Underlying",
+    "book_from_dict",
+    "demo_strategy_legs",
+    "load_book",
+]

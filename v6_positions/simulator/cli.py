@@ -1,0 +1,60 @@
+"""`v6-positions simulate`: run the gateway simulator and its control API until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from v6_positions.simulator.book import BookError, load_book
+from v6_positions.simulator.control import ControlServer
+from v6_positions.simulator.server import GatewaySimulator
+
+log = logging.getLogger(__name__)
+
+# Not 7496/7497 (TWS) nor 4001/4002 (IB Gateway): the simulator must never be mistaken for a real gateway.
+DEFAULT_PORT = 4010
+DEFAULT_CONTROL_PORT = 4011
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("simulate", help="run the TWS-API gateway simulator",
+                                   description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"API port (default {DEFAULT_PORT})")
+    parser.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
+                        help=f"control HTTP port on loopback (default {DEFAULT_CONTROL_PORT})")
+    parser.add_argument("--book", default="demo", help="demo | generated:N | FILE.json (default demo)")
+    parser.add_argument("--max-lines", type=int, default=100, help="market data lines (default 100)")
+    parser.add_argument("--portfolio-interval", type=float, default=180.0,
+                        help="seconds between portfolio pushes (default 180, as IB)")
+    parser.add_argument("--tick-interval", type=float, default=0.25, help="seconds between ticks (default 0.25)")
+    parser.add_argument("--seed", type=int, default=0, help="random-walk seed (default 0)")
+    parser.set_defaults(handler=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    if args.max_lines < 0 or args.portfolio_interval <= 0 or args.tick_interval <= 0:
+        raise ValueError("--max-lines must be >= 0, --portfolio-interval and --tick-interval > 0")
+    try:
+        book = load_book(args.book)
+    except BookError as exc:
+        raise ValueError(str(exc)) from None
+    return asyncio.run(_serve(args, book))
+
+
+async def _serve(args: argparse.Namespace, book) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim = GatewaySimulator(book, host=args.host, port=args.port, max_lines=args.max_lines,
+                           portfolio_interval=args.portfolio_interval, seed=args.seed,
+                           tick_interval=args.tick_interval)
+    async with sim, ControlServer(sim, "127.0.0.1", args.control_port) as control:
+        print(f"listening on {args.host}:{sim.port}", flush=True)
+        print(f"control API on http://127.0.0.1:{control.port}", flush=True)
+        await stop.wait()
+        log.info("stopping the simulator")
+    return 0

@@ -1,0 +1,135 @@
+"""SimulatorThread: the simulator and its control API on a background thread, driven synchronously."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from v6_positions.simulator.book import Book
+from v6_positions.simulator.control import ControlServer
+from v6_positions.simulator.server import GatewaySimulator
+
+T = TypeVar("T")
+CALL_TIMEOUT_S = 30.0
+
+
+class SimulatorThread:
+    """`with SimulatorThread(book, max_lines=100) as sim: ...` — every method is synchronous and thread-safe
+    (each runs on the simulator's own loop)."""
+
+    def __init__(self, book: Book, *, control_port: int = 0, control_host: str = "127.0.0.1",
+                 **sim_kwargs: Any) -> None:
+        self._book = book
+        self._sim_kwargs = sim_kwargs
+        self._control_host = control_host
+        self._control_port = control_port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self.sim: GatewaySimulator | None = None
+        self.control: ControlServer | None = None
+
+    def __enter__(self) -> SimulatorThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gateway-simulator", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
+        if not self._ready.is_set():
+            raise RuntimeError("simulator did not start within 30 s")
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            self.sim = GatewaySimulator(self._book, **self._sim_kwargs)
+            await self.sim.start()
+            self.control = ControlServer(self.sim, self._control_host, self._control_port)
+            await self.control.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            if self.sim is not None:
+                await self.sim.stop()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.control.stop()
+            await self.sim.stop()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None, "simulator thread not started"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+
+    async def _sync(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    # ---- the sim's API, synchronously ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self.sim is not None
+        return self.sim.port
+
+    @property
+    def host(self) -> str:
+        assert self.sim is not None
+        return self.sim.host
+
+    @property
+    def control_port(self) -> int:
+        assert self.control is not None
+        return self.control.port
+
+    @property
+    def book(self) -> Book:
+        return self._book
+
+    def stats(self) -> dict[str, Any]:
+        assert self.sim is not None
+        return self._call(self._sync(self.sim.stats))
+
+    def reset_stats(self) -> None:
+        assert self.sim is not None
+        self._call(self._sync(self.sim.reset_stats))
+
+    def disconnect_all(self) -> int:
+        assert self.sim is not None
+        return self._call(self.sim.disconnect_all())
+
+    def restart(self, down_seconds: float) -> None:
+        assert self.sim is not None
+        self._call(self.sim.restart(down_seconds))
+
+    def wait_accepting(self, timeout: float = 10.0) -> None:
+        assert self.sim is not None
+        self._call(self.sim.wait_accepting(timeout))
+
+    def connectivity(self, code: int) -> None:
+        assert self.sim is not None
+        self._call(self.sim.connectivity(code))
+
+    def set_position(self, account: str, conid: int, position: float, avg_cost: float | None = None,
+                     **contract: Any) -> None:
+        assert self.sim is not None
+        self._call(self.sim.set_position(account, conid, position, avg_cost, **contract))

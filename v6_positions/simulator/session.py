@@ -1,0 +1,163 @@
+"""One client connection: handshake, framed reads, pacing, buffered writes, and its own subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from v6_positions.simulator import protocol
+from v6_positions.simulator.book import BookContract
+from v6_positions.simulator.framing import FrameError, encode_message, read_frame, read_handshake
+
+if TYPE_CHECKING:
+    from v6_positions.simulator.server import GatewaySimulator
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 10.0
+PACING_WINDOW_S = 1.0
+# A client that stops reading gets dropped rather than growing our memory without bound.
+MAX_WRITE_BUFFER = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Subscription:
+    req_id: int
+    contract: BookContract
+    snapshot: bool
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class ClientSession:
+    def __init__(self, sim: GatewaySimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 conn_id: int) -> None:
+        self.sim = sim
+        self.reader = reader
+        self.writer = writer
+        self.conn_id = conn_id
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.client_id: int | None = None
+        self.connected_at = time.time()
+        self.mkt: dict[int, Subscription] = {}
+        self.pnl_single: dict[int, tuple[str, int]] = {}
+        self.pnl: dict[int, str] = {}
+        self.positions_active = False
+        self.messages_received = 0
+        self.pacing_violations = 0
+        self._recent: deque[float] = deque()
+        self.closed = False
+
+    # ---- output -------------------------------------------------------------------------------------------
+    def send(self, *messages: list[object]) -> None:
+        self.send_many(messages)
+
+    def send_many(self, messages: list[list[object]] | tuple[list[object], ...], ticks: int = 0) -> None:
+        if self.closed or not messages:
+            return
+        self.writer.write(b"".join(encode_message(m) for m in messages))
+        self.sim.counters.messages_sent += len(messages)
+        self.sim.counters.tick_messages_sent += ticks
+        transport = self.writer.transport
+        if transport is not None and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("client %s (%s) is not reading; dropping it", self.client_id, self.peer)
+            self.close()
+
+    def send_error(self, req_id: int, code: int, text: str | None = None) -> None:
+        self.sim.counters.errors[code] += 1
+        self.send(protocol.error(req_id, code, text))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
+    # ---- input --------------------------------------------------------------------------------------------
+    def _note_message(self) -> bool:
+        """Record one incoming message; True when it breaks the 50-per-second pacing limit."""
+        now = time.monotonic()
+        recent = self._recent
+        recent.append(now)
+        while recent and now - recent[0] > PACING_WINDOW_S:
+            recent.popleft()
+        return len(recent) > self.sim.pacing_limit
+
+    async def run(self) -> None:
+        """Serve this connection until the peer leaves or is dropped; never raises."""
+        try:
+            if await self._handshake():
+                await self._serve()
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            log.info("client %s (%s) disconnected%s", self.client_id, self.peer,
+                     " mid-message" if partial else "")
+        except FrameError as exc:
+            self.sim.counters.bad_input += 1
+            log.warning("client %s (%s) sent a bad frame, closing it: %s", self.client_id, self.peer, exc)
+        except TimeoutError:
+            self.sim.counters.bad_input += 1
+            log.warning("client %s did not complete the handshake in %ss; closing it", self.peer,
+                        HANDSHAKE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("client %s (%s): unexpected failure, closing it", self.client_id, self.peer)
+        finally:
+            self.close()
+            self.sim.session_closed(self)
+
+    async def _handshake(self) -> bool:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            low, high, options = await read_handshake(self.reader)
+            if not low <= protocol.SERVER_VERSION <= high or high < protocol.MIN_CLIENT_VERSION:
+                self.sim.counters.bad_input += 1
+                log.warning("client %s offers versions %d..%d without %d; closing it", self.peer, low, high,
+                            protocol.SERVER_VERSION)
+                return False
+            self.send([protocol.SERVER_VERSION, time.strftime("%Y%m%d %H:%M:%S") + " Greenwich Mean Time"])
+            fields = await read_frame(self.reader)
+        self.sim.counters.messages_received += 1
+        self.messages_received += 1
+        if fields[0] != str(int(protocol.In.START_API)) or len(fields) < 3:
+            self.sim.counters.bad_input += 1
+            log.warning("client %s sent %r instead of startApi; closing it", self.peer, fields[:3])
+            return False
+        try:
+            client_id = int(fields[2])
+        except ValueError:
+            self.sim.counters.bad_input += 1
+            log.warning("client %s sent startApi with clientId %r; closing it", self.peer, fields[2])
+            return False
+        return self.sim.register_client(self, client_id)
+
+    async def _serve(self) -> None:
+        dispatcher = self.sim.dispatcher
+        while not self.closed:
+            fields = await read_frame(self.reader)
+            self.messages_received += 1
+            self.sim.counters.messages_received += 1
+            if self._note_message():
+                self.pacing_violations += 1
+                self.sim.counters.pacing_violations += 1
+                self.send_error(-1, 100, f"{protocol.ERROR_TEXTS[100]}:max={self.sim.pacing_limit} "
+                                         f"rec={len(self._recent)} (1)")
+            dispatcher.dispatch(self, fields)
+
+    def info(self) -> dict[str, object]:
+        return {
+            "client_id": self.client_id,
+            "peer": self.peer,
+            "lines": len(self.mkt),
+            "streams": sum(1 for s in self.mkt.values() if not s.snapshot),
+            "snapshots": sum(1 for s in self.mkt.values() if s.snapshot),
+            "pnl_single": len(self.pnl_single),
+            "positions_subscribed": self.positions_active,
+            "account_updates": self.sim.account_updates_holder is self,
+            "messages_received": self.messages_received,
+            "pacing_violations": self.pacing_violations,
+            "connected_at": self.connected_at,
+        }

@@ -1,0 +1,45 @@
+"""Counters the simulator keeps so tests and the control API can see what clients did."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SimStats:
+    errors: Counter[int] = field(default_factory=Counter)  # error code -> times sent to any client
+    orders_received: int = 0
+    pacing_violations: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    tick_messages_sent: int = 0
+    max_lines_in_use: int = 0
+    subscribe_count: int = 0
+    cancel_count: int = 0
+    snapshot_count: int = 0
+    connections_accepted: int = 0
+    connections_rejected: int = 0
+    bad_input: int = 0  # malformed frames, unknown ids, bad fields, garbage handshakes
+
+    def reset(self, lines_in_use: int) -> None:
+        fresh = SimStats(max_lines_in_use=lines_in_use)
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "errors": {str(code): n for code, n in sorted(self.errors.items())},
+            "orders_received": self.orders_received,
+            "pacing_violations": self.pacing_violations,
+            "messages_received": self.messages_received,
+            "messages_sent": self.messages_sent,
+            "tick_messages_sent": self.tick_messages_sent,
+            "max_lines_in_use": self.max_lines_in_use,
+            "subscribe_count": self.subscribe_count,
+            "cancel_count": self.cancel_count,
+            "snapshot_count": self.snapshot_count,
+            "connections_accepted": self.connections_accepted,
+            "connections_rejected": self.connections_rejected,
+            "bad_input": self.bad_input,
+        }

@@ -1,0 +1,23 @@
+"""Shared fixtures: a temporary lake root and a running gateway simulator with the demo book."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from v6_positions.simulator import SimulatorThread, load_book
+
+
+@pytest.fixture
+def lake_root(tmp_path) -> str:
+    root = tmp_path / "lake"
+    root.mkdir()
+    return str(root)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    """The demo book behind a simulator on a free port; portfolio pushed every 2 s."""
+    with SimulatorThread(load_book("demo"), portfolio_interval=2.0) as running:
+        yield running

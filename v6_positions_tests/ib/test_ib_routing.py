@@ -1,0 +1,97 @@
+"""The pure routing function, the line budget and the error-code sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from v6_positions.ib import errors
+from v6_positions.ib.budget import LineBudget
+from v6_positions.ib.routing import (
+    PRIORITY_DEFAULT,
+    PRIORITY_DEMOTED,
+    PRIORITY_UNFIT,
+    Held,
+    route,
+)
+
+ACCT = "DU1"
+
+
+def held(conid: int, sec_type: str = "OPT", position: float = 1.0, account: str = ACCT) -> Held:
+    return Held(account, conid, sec_type, position)
+
+
+def test_budget_is_max_minus_reserved():
+    budget = LineBudget(100, 10)
+    assert budget.available == 90
+    assert budget.fits(89) and not budget.fits(90)
+    with pytest.raises(ValueError):
+        LineBudget(10, 10)
+    with pytest.raises(ValueError):
+        LineBudget(0, 0)
+
+
+def test_active_options_stream_everything_else_queues_at_default_priority():
+    book = [held(1), held(2), held(3), held(4, "STK", 100)]
+    plan = route(book, {1, 2}, LineBudget(100))
+    assert plan.streamed == [1, 2]
+    assert {(q.conid, q.priority) for q in plan.queued} == {(3, PRIORITY_DEFAULT), (4, PRIORITY_DEFAULT)}
+    assert plan.reports == []
+
+
+def test_over_budget_active_legs_are_queued_at_priority_zero_and_reported():
+    book = [held(c) for c in range(1, 13)]
+    plan = route(book, set(range(1, 13)), LineBudget(12, 2))
+    assert len(plan.streamed) == 10
+    unfit = [q for q in plan.queued if q.priority == PRIORITY_UNFIT]
+    assert sorted(q.conid for q in unfit) == [11, 12]
+    assert sorted(plan.unfit) == [11, 12]
+
+
+def test_running_streams_keep_their_lines_when_a_new_leg_arrives():
+    book = [held(c) for c in (5, 6, 7)]
+    plan = route(book, {5, 6, 7}, LineBudget(2), currently_streamed=[7, 6])
+    assert plan.streamed == [7, 6]
+    assert plan.unfit == [5]
+
+
+def test_zero_positions_non_streamable_types_and_unheld_legs():
+    book = [held(1, position=0), held(2, "STK", 10), held(3, "FUT", 1)]
+    plan = route(book, {1, 2, 9}, LineBudget(100), ("OPT",))
+    assert plan.streamed == []
+    assert plan.closed == [(ACCT, 1)]
+    assert {q.conid for q in plan.queued} == {2, 3}
+    kinds = {(r.conid, r.kind) for r in plan.reports}
+    assert kinds == {(2, "sec_type_not_streamed"), (1, "leg_not_held"), (9, "leg_not_held")}
+
+
+def test_sec_types_are_configurable():
+    plan = route([held(1, "FOP")], {1}, LineBudget(100), ("OPT", "FOP"))
+    assert plan.streamed == [1]
+
+
+def test_demoted_legs_queue_at_priority_one():
+    plan = route([held(1), held(2)], {1, 2}, LineBudget(100), demoted={2: "max_tickers (101)"})
+    assert plan.streamed == [1]
+    assert [(q.conid, q.priority) for q in plan.queued] == [(2, PRIORITY_DEMOTED)]
+    assert [(r.conid, r.kind) for r in plan.reports] == [(2, "demoted")]
+
+
+def test_one_line_per_conid_across_accounts():
+    plan = route([held(1, account="A"), held(1, account="B")], {1}, LineBudget(1))
+    assert plan.streamed == [1]
+    assert plan.queued == []
+
+
+def test_duplicate_inputs_collapse():
+    plan = route([held(1), held(1)], [1, 1], LineBudget(100), currently_streamed=[1, 1])
+    assert plan.streamed == [1]
+
+
+def test_error_sets():
+    assert 1100 in errors.CONNECTIVITY_LOST and 2110 in errors.CONNECTIVITY_LOST
+    assert errors.RESTORED_DATA_LOST == {1101} and errors.RESTORED_DATA_KEPT == {1102}
+    assert {101, 200} <= errors.SUBSCRIPTION_REJECTED
+    assert 1101 not in errors.SUBSCRIPTION_REJECTED
+    assert errors.describe(326) == "client_id_in_use"
+    assert errors.describe(99999) == "other"

@@ -1,0 +1,68 @@
+"""positions: newest row per (account, conid) across stream and batch history, closed positions dropped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from v6_positions.lake.history import PositionRow, write_rows
+from v6_positions.lake.positions import read_positions, refresh_positions
+from v6_positions.lake.tables import table_version
+
+
+def _row(account: str, conid: int, position: float, minutes_ago: float, source: str) -> PositionRow:
+    return PositionRow(
+        account=account,
+        conid=conid,
+        symbol="SPY",
+        position=position,
+        source=source,
+        event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )
+
+
+def test_newest_row_wins_across_sources_and_closed_are_dropped(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    assert refresh_positions(root) == 0 and read_positions(root).is_empty()
+    write_rows(
+        root,
+        "streamed_positions",
+        [
+            _row("A", 1, 1.0, 10, "stream"),
+            _row("A", 1, 2.0, 5, "stream"),  # newest for (A, 1)
+            _row("A", 2, 3.0, 1, "stream"),  # newer than the batch row below
+            _row("A", 3, 4.0, 60, "stream"),
+            _row("B", 1, 7.0, 2, "stream"),  # same conid, other account
+        ],
+    )
+    write_rows(
+        root,
+        "queued_positions",
+        [
+            _row("A", 2, 9.0, 30, "batch"),
+            _row("A", 3, 0.0, 5, "batch"),  # closed: dropped
+            _row("A", 4, -2.0, 20, "batch"),  # only the batch knows it
+        ],
+    )
+    version = table_version(root, "positions")
+    assert refresh_positions(root) == 4
+    assert table_version(root, "positions") == version + 1  # one commit
+    book = read_positions(root).sort(["account", "conid"])
+    assert list(zip(book["account"], book["conid"], book["position"], book["source"], strict=True)) == [
+        ("A", 1, 2.0, "stream"),
+        ("A", 2, 3.0, "stream"),
+        ("A", 4, -2.0, "batch"),
+        ("B", 1, 7.0, "stream"),
+    ]
+    ages = dict(zip(book["conid"].to_list(), book["age_s"].to_list(), strict=False))
+    assert 19 * 60 < ages[4] < 21 * 60
+    assert book["refreshed_at"].n_unique() == 1
+
+
+def test_refresh_overwrites_the_previous_book(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")])
+    refresh_positions(root)
+    write_rows(root, "streamed_positions", [_row("A", 1, 0.0, 0, "stream")])  # closed now
+    assert refresh_positions(root) == 0
+    assert read_positions(root).is_empty()

@@ -1,0 +1,111 @@
+"""PositionQueue semantics on a real table: idempotent upserts, ordering, marks and retries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from v6_positions.lake.queue import PositionQueue, QueueItem
+from v6_positions.lake.tables import read_table
+
+
+def _queue(tmp_path: Path, **kwargs: object) -> PositionQueue:
+    return PositionQueue(str(tmp_path / "lake"), **kwargs)
+
+
+def test_insert_is_an_idempotent_upsert_keeping_payload_and_best_priority(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert(
+        1, "SPY", 2, account="A", right="C", strike=500.0, expiry="20261218", position=3.0, market_price=1.5
+    )
+    first = queue.items()[0]
+    queue.insert(1, "SPY", 0, account="A", market_price=1.75)  # position None keeps 3.0
+    queue.insert(1, "SPY", 2, account="A")  # worse priority does not demote
+    rows = read_table(str(tmp_path / "lake"), "position_queue")
+    assert rows.height == 1
+    (item,) = queue.items()
+    assert (item.priority, item.position, item.market_price, item.strike) == (0, 3.0, 1.75, 500.0)
+    assert item.queued_at == first.queued_at  # still the same wait: age is kept
+    assert item.status == "pending" and queue.pending_count() == 1
+
+
+def test_same_conid_in_two_accounts_are_two_rows(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert(1, "SPY", account="A")
+    queue.insert(1, "SPY", account="B")
+    assert queue.keys() == [("A", 1), ("B", 1)]
+
+
+def test_insert_many_is_one_commit_and_dedupes_last_wins(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert(1, "SPY", account="A")
+    version = queue.version()
+    items: list[QueueItem | dict] = [
+        QueueItem(account="A", conid=c, symbol="SPY", position=1.0) for c in range(1, 3001)
+    ]
+    items.append({"account": "A", "conid": 5, "symbol": "SPY", "position": 9.0, "priority": 1})
+    items.append(QueueItem(account="A", conid=5, symbol="SPY", market_price=2.0))
+    assert queue.insert_many(items) == 3000
+    assert queue.version() == version + 1
+    rows = read_table(str(tmp_path / "lake"), "position_queue")
+    assert rows.height == 3000 and rows["conid"].n_unique() == 3000
+    five = rows.filter(pl.col("conid") == 5).row(0, named=True)
+    assert (five["position"], five["market_price"], five["priority"]) == (9.0, 2.0, 1)
+    assert queue.insert_many([]) == 0 and queue.version() == version + 1
+
+
+def test_get_batch_orders_by_priority_then_age(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert(10, "A", 2)
+    queue.insert(11, "B", 1)
+    queue.insert(12, "C", 2)
+    queue.insert(13, "D", 0)
+    queue.insert(14, "E", 1)
+    assert [i.conid for i in queue.get_batch()] == [13, 11, 14, 10, 12]
+    assert [i.conid for i in queue.get_batch(limit=2)] == [13, 11]
+    assert [i.conid for i in queue.get_batch(priority=2)] == [10, 12]
+    assert _queue(tmp_path / "empty").get_batch() == []
+
+
+def test_mark_done_and_failed_with_attempts(tmp_path: Path) -> None:
+    queue = _queue(tmp_path, max_attempts=2)
+    queue.insert_many(QueueItem(account="A", conid=c, symbol="SPY") for c in (1, 2, 3))
+    assert queue.mark_done([("A", 1), ("A", 1), ("A", 99)]) == 1
+    assert queue.mark_failed([("A", 2)], "timeout") == 1
+    assert queue.keys("done") == [("A", 1)] and queue.keys("failed") == [("A", 2)]
+    assert queue.pending_count() == 2  # 3 pending + 2 retryable
+    assert [i.conid for i in queue.get_batch()] == [2, 3]
+    queue.mark_failed([("A", 2)], "timeout again")
+    failed = queue.items("failed")[0]
+    assert (failed.attempts, failed.last_error) == (2, "timeout again")
+    assert [i.conid for i in queue.get_batch()] == [3]  # attempts exhausted
+    assert queue.pending_count() == 1
+    done = queue.items("done")[0]
+    assert done.processed_at is not None and done.attempts == 0
+    with pytest.raises(ValueError, match="status"):
+        queue.keys("weird")
+
+
+def test_requeue_after_done_starts_a_new_wait(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert(1, "SPY", 0, account="A")
+    queue.mark_failed([("A", 1)], "x")
+    queue.mark_done([("A", 1)])
+    before = queue.items()[0]
+    queue.insert(1, "SPY", 2, account="A", position=4.0)
+    after = queue.items()[0]
+    assert (after.status, after.attempts, after.priority, after.position) == ("pending", 0, 2, 4.0)
+    assert after.queued_at > before.queued_at
+
+
+def test_mark_done_can_skip_rows_requeued_meanwhile(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    queue.insert_many(QueueItem(account="A", conid=c, symbol="SPY") for c in (1, 2))
+    batch_time = datetime.now(UTC)
+    batch = queue.get_batch()
+    queue.insert(2, "SPY", account="A", position=7.0)  # new payload while the batch was processed
+    assert queue.mark_done([i.key for i in batch], updated_before=batch_time) == 1
+    assert queue.keys("done") == [("A", 1)] and queue.keys("pending") == [("A", 2)]

@@ -1,0 +1,95 @@
+"""Two real processes upsert and mark the same position_queue table at the same time.
+
+Each process: 500 upserts (the first 20 one by one, the rest in chunks) plus marks of the keys only it owns.
+Keys 251..500 are upserted by BOTH processes (never marked), so concurrent MERGEs really collide.
+Run as a script, this file is the worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from v6_positions.lake.queue import PositionQueue, QueueItem
+from v6_positions.lake.tables import read_table
+
+OPS_PER_PROCESS = 500
+SINGLE_INSERTS = 20
+CHUNK = 25
+
+
+def conids_of(worker: int) -> range:
+    return range(1, 501) if worker == 0 else range(251, 751)
+
+
+def shared(conid: int) -> bool:
+    return 251 <= conid <= 500
+
+
+def expected_status(conid: int) -> str:
+    if shared(conid) or conid % 3 == 2:
+        return "pending"
+    return "done" if conid % 3 == 0 else "failed"
+
+
+def run_worker(root: str, worker: int, start_at: float) -> None:
+    queue = PositionQueue(root)
+    conids = list(conids_of(worker))
+    assert len(conids) == OPS_PER_PROCESS
+    time.sleep(max(0.0, start_at - time.time()))  # both processes start together
+    for conid in conids[:SINGLE_INSERTS]:
+        queue.insert(conid, "SPY", account="DU1", position=float(worker + 1))
+        _mark_owned(queue, [conid])
+    rest = conids[SINGLE_INSERTS:]
+    for start in range(0, len(rest), CHUNK):
+        chunk = rest[start : start + CHUNK]
+        queue.insert_many(
+            QueueItem(account="DU1", conid=c, symbol="SPY", position=float(worker + 1)) for c in chunk
+        )
+        _mark_owned(queue, chunk)
+
+
+def _mark_owned(queue: PositionQueue, conids: list[int]) -> None:
+    owned = [c for c in conids if not shared(c)]
+    done = [("DU1", c) for c in owned if expected_status(c) == "done"]
+    failed = [("DU1", c) for c in owned if expected_status(c) == "failed"]
+    if done:
+        queue.mark_done(done)
+    if failed:
+        queue.mark_failed(failed, "simulated failure")
+
+
+def test_two_processes_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
+    root = str(tmp_path / "lake")
+    PositionQueue(root).insert(999_999, "WARMUP", account="DU0")  # create the table before the race
+    start_at = time.time() + 3.0
+    procs = [
+        subprocess.Popen([sys.executable, __file__, root, str(worker), str(start_at)], stderr=subprocess.PIPE)
+        for worker in (0, 1)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-3000:]
+
+    rows = read_table(root, "position_queue").filter(pl.col("account") == "DU1")
+    expected = set(conids_of(0)) | set(conids_of(1))
+    assert rows.height == len(expected) == 750
+    assert rows.select(pl.struct("account", "conid").n_unique()).item() == rows.height
+    assert set(rows["conid"].to_list()) == expected
+    statuses = dict(zip(rows["conid"].to_list(), rows["status"].to_list(), strict=True))
+    assert {c: statuses[c] for c in expected} == {c: expected_status(c) for c in expected}
+    failed = rows.filter(pl.col("status") == "failed")
+    assert failed["attempts"].to_list() == [1] * failed.height
+    assert failed["last_error"].unique().to_list() == ["simulated failure"]
+    positions = dict(zip(rows["conid"].to_list(), rows["position"].to_list(), strict=True))
+    assert all(positions[c] == 1.0 for c in range(1, 251))
+    assert all(positions[c] == 2.0 for c in range(501, 751))
+    assert all(positions[c] in (1.0, 2.0) for c in range(251, 501))
+
+
+if __name__ == "__main__":
+    run_worker(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
