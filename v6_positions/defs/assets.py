@@ -47,7 +47,6 @@ streamed_positions = dg.AssetSpec(
 
 position_queue = dg.AssetSpec(
     "position_queue",
-    deps=[strategy_registry],
     description="Contracts waiting for a batch refresh (one row per account+conid, latest payload), written "
     "by the stream run for every position it does not stream.",
     group_name=GROUP,

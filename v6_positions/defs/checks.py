@@ -59,7 +59,8 @@ def lines_within_budget(
 )
 def active_legs_fresh(lake: LakeResource, thresholds: HealthThresholds) -> dg.AssetCheckResult:
     active = StrategyRegistry(lake.root_uri, lake.storage_options).active_conids()
-    newest = newest_rows(lake, active, since=date.today() - timedelta(days=1))
+    # event_date is the UTC date of event_time; yesterday's partition covers any window under a day.
+    newest = newest_rows(lake, active, since=datetime.now(UTC).date() - timedelta(days=1))
     held = newest.filter(pl.col("position").is_null() | (pl.col("position") != 0))
     now = datetime.now(UTC)
     ages = {int(c): age_seconds(t, now) for c, t in held.select("conid", "event_time").iter_rows()}

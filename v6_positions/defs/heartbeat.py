@@ -16,7 +16,7 @@ import dagster as dg
 HEARTBEAT_TAG = "v6/heartbeat"
 # One stream run per gateway: the sensor checks this tag; dagster.yaml's tag_concurrency_limits can cap it.
 GATEWAY_TAG = "v6/stream-gateway"
-STREAM_JOB_NAME = "position_stream_job"
+STREAM_JOB_NAME = "position_stream"
 
 _WAITING = (dg.DagsterRunStatus.QUEUED,)
 _UNFINISHED = (

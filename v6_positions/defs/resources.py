@@ -70,6 +70,15 @@ class StreamSupervision(dg.ConfigurableResource):
     restart_backoff_s: float = 15.0
 
 
+class HealthThresholds(dg.ConfigurableResource):
+    """Limits the asset checks hold the data to."""
+
+    # An active leg the account holds must have a row (stream or batch) at most this old.
+    freshness_window_s: float = 300.0
+    # The oldest pending queue item may wait at most this long for its batch refresh.
+    max_queue_age_s: float = 900.0
+
+
 def settings_of(lake: LakeResource, ib: IBResource) -> Settings:
     """The library layers take a `Settings`; rebuild one from the two resources."""
     return Settings(
@@ -119,12 +128,3 @@ def _storage_options_config(settings: Settings) -> str:
     if env_var.get_value():
         return env_var
     return json.dumps(settings.lake_storage_options)
-
-
-class HealthThresholds(dg.ConfigurableResource):
-    """Limits the asset checks hold the data to."""
-
-    # An active leg the account holds must have a row (stream or batch) at most this old.
-    freshness_window_s: float = 300.0
-    # The oldest pending queue item may wait at most this long for its batch refresh.
-    max_queue_age_s: float = 900.0

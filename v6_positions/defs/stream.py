@@ -120,7 +120,6 @@ class _Reporter:
         now = time.monotonic()
         run_status = None
         if force or now >= self._next_beat:
-            self._next_beat = now + self.supervision.heartbeat_interval_s
             run_status = self.beat(status)
         if force or now >= self._next_progress:
             self._next_progress = now + self.supervision.progress_interval_s
@@ -130,6 +129,7 @@ class _Reporter:
     def beat(self, status: StreamStatus | None) -> dg.DagsterRunStatus:
         """Stamp the heartbeat; returns the run's status as the instance records it."""
         instance, run_id = self.context.instance, self.context.run_id
+        self._next_beat = time.monotonic() + self.supervision.heartbeat_interval_s
         write_heartbeat(instance, run_id)
         if status is not None:
             instance.add_run_tags(

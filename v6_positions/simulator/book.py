@@ -2,8 +2,8 @@
 
 `load_book(spec)` accepts:
 - ``"demo"`` — one account ``DU1000001``: three iron condors (SPY, QQQ, IWM; 12 legs with fixed conids
-  900000001..900000012 and strategy ids 1, 2, 3), 200 other option positions on eight underlyings and four stock
-  positions;
+  900000001..900000012 and strategy ids 1, 2, 3), 200 other option positions on eight underlyings and
+  four stock positions;
 - ``"generated:N"`` — N synthetic option positions across eight underlyings and four expiries (deterministic);
 - a path to a JSON file in the format below.
 
@@ -29,7 +29,7 @@ JSON book format::
          "right": "C",                                 # OPT only: "C" or "P"
          "multiplier": 100,                            # default 100 for OPT, 1 for STK
          "position": -1,                               # non-zero number
-         "avg_cost": 250.0,                            # optional; IB convention: per contract incl. multiplier
+         "avg_cost": 250.0,                            # optional; per contract incl. multiplier (IB)
          "strategy_id": 1}                             # optional; marks a strategy leg
       ]
     }
@@ -122,8 +122,8 @@ class Book:
 
 
 class StrategyLeg(NamedTuple):
-    """One strategy leg; field order matches `StrategyRegistry.add_active(conid, symbol, right, strike, expiry,
-    strategy_id)` so `registry.add_active(*leg)` works."""
+    """One strategy leg. Field order matches `StrategyRegistry.add_active(conid, symbol, right, strike,
+    expiry, strategy_id)` so `registry.add_active(*leg)` works."""
 
     conid: int
     symbol: str
@@ -136,8 +136,14 @@ class StrategyLeg(NamedTuple):
 def demo_strategy_legs(book: Book) -> list[StrategyLeg]:
     """Every position that carries a strategy id (the demo book's 12 iron-condor legs), ordered by conid."""
     legs = [
-        StrategyLeg(p.contract.conid, p.contract.symbol, p.contract.right, p.contract.strike,
-                    p.contract.expiry, p.strategy_id)
+        StrategyLeg(
+            p.contract.conid,
+            p.contract.symbol,
+            p.contract.right,
+            p.contract.strike,
+            p.contract.expiry,
+            p.strategy_id,
+        )
         for p in book.positions.values()
         if p.strategy_id is not None
     ]
@@ -172,7 +178,9 @@ _DEMO_UNDERLYINGS = [
 
 
 def _underlyings() -> dict[str, Underlying]:
-    return {u.symbol: Underlying(u.symbol, u.price, u.volatility, u.conid, u.exchange) for u in _DEMO_UNDERLYINGS}
+    return {
+        u.symbol: Underlying(u.symbol, u.price, u.volatility, u.conid, u.exchange) for u in _DEMO_UNDERLYINGS
+    }
 
 
 def _strike_step(price: float) -> float:
@@ -191,7 +199,9 @@ def _option_avg_cost(und: Underlying, strike: float, right: str, expiry: str, rn
     return round(max(quote.price, 0.01) * 100 * rng.uniform(0.8, 1.2), 2)
 
 
-def _add_random_options(book: Book, count: int, rng: random.Random, next_conid: int, expiries: list[str]) -> None:
+def _add_random_options(
+    book: Book, count: int, rng: random.Random, next_conid: int, expiries: list[str]
+) -> None:
     symbols = list(book.underlyings)
     taken = {(c.symbol, c.expiry, c.strike, c.right) for c in book.contracts.values()}
     account = book.accounts[0]
@@ -226,14 +236,18 @@ def demo_book(today: dt.date | None = None) -> Book:
         und = book.underlyings[symbol]
         step = _strike_step(und.price)
         legs = [  # (moneyness, right, qty): long put wing, short put, short call, long call wing
-            (0.93, "P", 1), (0.95, "P", -1), (1.05, "C", -1), (1.07, "C", 1),
+            (0.93, "P", 1),
+            (0.95, "P", -1),
+            (1.05, "C", -1),
+            (1.07, "C", 1),
         ]
         for moneyness, right, qty in legs:
             strike = _round_strike(und.price * moneyness, step)
             contract = BookContract(conid, symbol, "OPT", condor_expiry, strike, right, 100)
             avg = _option_avg_cost(und, strike, right, condor_expiry, rng)
-            book.positions[(DEMO_ACCOUNT, conid)] = BookPosition(DEMO_ACCOUNT, contract, float(qty), avg,
-                                                                 strategy_id)
+            book.positions[(DEMO_ACCOUNT, conid)] = BookPosition(
+                DEMO_ACCOUNT, contract, float(qty), avg, strategy_id
+            )
             book.contracts[conid] = contract
             conid += 1
     _add_random_options(book, 200, rng, 910000001, expiries)
@@ -272,7 +286,11 @@ def book_from_dict(data: Any) -> Book:
     if not isinstance(data, dict):
         raise BookError("book: expected a JSON object")
     accounts = _require(data, "book", "accounts", list)
-    if not accounts or not all(isinstance(a, str) and a for a in accounts) or len(set(accounts)) != len(accounts):
+    if (
+        not accounts
+        or not all(isinstance(a, str) and a for a in accounts)
+        or len(set(accounts)) != len(accounts)
+    ):
         raise BookError("book.accounts: must be a non-empty list of unique non-empty strings")
     underlyings: dict[str, Underlying] = {}
     for i, row in enumerate(_require(data, "book", "underlyings", list)):

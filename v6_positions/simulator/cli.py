@@ -19,17 +19,26 @@ DEFAULT_CONTROL_PORT = 4011
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("simulate", help="run the TWS-API gateway simulator",
-                                   description=__doc__)
+    parser = subparsers.add_parser("simulate", help="run the TWS-API gateway simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"API port (default {DEFAULT_PORT})")
-    parser.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
-                        help=f"control HTTP port on loopback (default {DEFAULT_CONTROL_PORT})")
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=DEFAULT_CONTROL_PORT,
+        help=f"control HTTP port on loopback (default {DEFAULT_CONTROL_PORT})",
+    )
     parser.add_argument("--book", default="demo", help="demo | generated:N | FILE.json (default demo)")
     parser.add_argument("--max-lines", type=int, default=100, help="market data lines (default 100)")
-    parser.add_argument("--portfolio-interval", type=float, default=180.0,
-                        help="seconds between portfolio pushes (default 180, as IB)")
-    parser.add_argument("--tick-interval", type=float, default=0.25, help="seconds between ticks (default 0.25)")
+    parser.add_argument(
+        "--portfolio-interval",
+        type=float,
+        default=180.0,
+        help="seconds between portfolio pushes (default 180, as IB)",
+    )
+    parser.add_argument(
+        "--tick-interval", type=float, default=0.25, help="seconds between ticks (default 0.25)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random-walk seed (default 0)")
     parser.set_defaults(handler=run_simulate)
 
@@ -49,9 +58,15 @@ async def _serve(args: argparse.Namespace, book) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sim = GatewaySimulator(book, host=args.host, port=args.port, max_lines=args.max_lines,
-                           portfolio_interval=args.portfolio_interval, seed=args.seed,
-                           tick_interval=args.tick_interval)
+    sim = GatewaySimulator(
+        book,
+        host=args.host,
+        port=args.port,
+        max_lines=args.max_lines,
+        portfolio_interval=args.portfolio_interval,
+        seed=args.seed,
+        tick_interval=args.tick_interval,
+    )
     async with sim, ControlServer(sim, "127.0.0.1", args.control_port) as control:
         print(f"listening on {args.host}:{sim.port}", flush=True)
         print(f"control API on http://127.0.0.1:{control.port}", flush=True)

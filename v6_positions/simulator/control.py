@@ -1,11 +1,11 @@
 """Control API: JSON over HTTP on loopback, served from the simulator's own event loop (stdlib only).
 
-    GET  /stats                                   -> the simulator's stats
-    POST /disconnect                              -> drop every client connection
-    POST /restart       {"down_seconds": S}       -> drop all, refuse connections for S seconds
-    POST /connectivity  {"code": 1100|1101|1102}  -> send the connectivity message to every client
-    POST /positions     {"account", "conid", "position", "avg_cost"?, contract fields for a new contract}
-    POST /reset-stats                             -> zero the counters
+GET  /stats                                   -> the simulator's stats
+POST /disconnect                              -> drop every client connection
+POST /restart       {"down_seconds": S}       -> drop all, refuse connections for S seconds
+POST /connectivity  {"code": 1100|1101|1102}  -> send the connectivity message to every client
+POST /positions     {"account", "conid", "position", "avg_cost"?, contract fields for a new contract}
+POST /reset-stats                             -> zero the counters
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from v6_positions.simulator.server import GatewaySimulator
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
 
 
 class HttpError(Exception):
@@ -70,8 +76,10 @@ class ControlServer:
             log.exception("control API request failed")
             payload = {"error": repr(exc)}
         data = json.dumps(payload).encode()
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         with contextlib.suppress(ConnectionError):
             writer.write(head + data)
             await writer.drain()
@@ -122,7 +130,11 @@ class ControlServer:
                 return {"code": code}
             if path == "/positions":
                 fields = dict(body)
-                account, conid, position = fields.pop("account"), int(fields.pop("conid")), fields.pop("position")
+                account, conid, position = (
+                    fields.pop("account"),
+                    int(fields.pop("conid")),
+                    fields.pop("position"),
+                )
                 avg_cost = fields.pop("avg_cost", None)
                 await sim.set_position(account, conid, float(position), avg_cost, **fields)
                 return {"account": account, "conid": conid, "position": float(position)}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from v6_positions.simulator import protocol
 from v6_positions.simulator.book import BookContract
 from v6_positions.simulator.protocol import In
-from v6_positions.simulator.session import ClientSession, Subscription
+from v6_positions.simulator.session import ClientSession
 
 if TYPE_CHECKING:
     from v6_positions.simulator.server import GatewaySimulator
@@ -37,51 +37,67 @@ class FieldReader:
         self._fields = fields
         self._pos = start
 
-    def str(self) -> str:
+    def text(self) -> str:
         if self._pos >= len(self._fields):
             raise RequestError(f"message {self._fields[0]} has only {len(self._fields)} fields")
         value = self._fields[self._pos]
         self._pos += 1
         return value
 
-    def int(self, default: int = 0) -> int:
-        raw = self.str()
+    def integer(self, default: int = 0) -> int:
+        raw = self.text()
         try:
             return int(raw) if raw else default
         except ValueError:
-            raise RequestError(f"field {self._pos - 1} of message {self._fields[0]}: {raw!r} is not an integer")
+            raise RequestError(
+                f"field {self._pos - 1} of message {self._fields[0]}: {raw!r} is not an integer"
+            ) from None
 
-    def float(self, default: float = 0.0) -> float:
-        raw = self.str()
+    def number(self, default: float = 0.0) -> float:
+        raw = self.text()
         try:
             return float(raw) if raw else default
         except ValueError:
-            raise RequestError(f"field {self._pos - 1} of message {self._fields[0]}: {raw!r} is not a number")
+            raise RequestError(
+                f"field {self._pos - 1} of message {self._fields[0]}: {raw!r} is not a number"
+            ) from None
 
-    def bool(self) -> bool:
-        return self.int() != 0
+    def flag(self) -> bool:
+        return self.integer() != 0
 
 
 class ContractQuery:
     """The 12 contract fields every contract-carrying request starts with."""
 
-    __slots__ = ("conid", "symbol", "sec_type", "expiry", "strike", "right", "multiplier", "exchange",
-                 "primary_exchange", "currency", "local_symbol", "trading_class")
+    __slots__ = (
+        "conid",
+        "symbol",
+        "sec_type",
+        "expiry",
+        "strike",
+        "right",
+        "multiplier",
+        "exchange",
+        "primary_exchange",
+        "currency",
+        "local_symbol",
+        "trading_class",
+    )
 
     def __init__(self, r: FieldReader) -> None:
-        self.conid = r.int()
-        self.symbol = r.str()
-        self.sec_type = r.str()
-        self.expiry = r.str()
-        self.strike = r.float()
-        raw_right = r.str().upper()
+        self.conid = r.integer()
+        self.symbol = r.text()
+        self.sec_type = r.text()
+        self.expiry = r.text()
+        self.strike = r.number()
+        raw_right = r.text().upper()
         self.right = {"CALL": "C", "PUT": "P"}.get(raw_right, raw_right)
-        self.multiplier = r.str()
-        self.exchange = r.str()
-        self.primary_exchange = r.str()
-        self.currency = r.str()
-        self.local_symbol = r.str()
-        self.trading_class = r.str()
+        self.multiplier = r.text()
+        self.exchange = r.text()
+        self.primary_exchange = r.text()
+        self.currency = r.text()
+        self.local_symbol = r.text()
+        self.trading_class = r.text()
 
     def matches(self, c: BookContract) -> bool:
         if self.conid:
@@ -107,8 +123,19 @@ class ContractQuery:
 def contract_fields(c: BookContract, exchange: str) -> list[object]:
     """conId, symbol, secType, expiry, strike, right, multiplier, <exchange>, currency, localSymbol,
     tradingClass — the layout position (61) and portfolio (7) messages share."""
-    return [c.conid, c.symbol, c.sec_type, c.expiry, c.strike, c.right,
-            c.multiplier if c.sec_type == "OPT" else "", exchange, c.currency, c.local_symbol, c.trading_class]
+    return [
+        c.conid,
+        c.symbol,
+        c.sec_type,
+        c.expiry,
+        c.strike,
+        c.right,
+        c.multiplier if c.sec_type == "OPT" else "",
+        exchange,
+        c.currency,
+        c.local_symbol,
+        c.trading_class,
+    ]
 
 
 class RequestDispatcher:
@@ -168,7 +195,7 @@ class RequestDispatcher:
 
     def refuse_order(self, session: ClientSession, fields: list[str]) -> None:
         self.sim.counters.orders_received += 1
-        order_id = FieldReader(fields, 2).int(-1) if len(fields) > 2 else -1
+        order_id = FieldReader(fields, 2).integer(-1) if len(fields) > 2 else -1
         log.warning("client %s sent order message %s; refused (read-only)", session.client_id, fields[0])
         session.send_error(order_id, 321, protocol.READ_ONLY_TEXT)
 
@@ -179,7 +206,7 @@ class RequestDispatcher:
         session.send(protocol.completed_orders_end())
 
     def req_executions(self, session: ClientSession, fields: list[str]) -> None:
-        req_id = FieldReader(fields, 2).int()
+        req_id = FieldReader(fields, 2).integer()
         session.send(protocol.execution_data_end(req_id))
 
     def req_ids(self, session: ClientSession, fields: list[str]) -> None:
@@ -202,8 +229,8 @@ class RequestDispatcher:
 
     def req_account_updates(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 2)
-        subscribe = r.bool()
-        account = r.str() or self.sim.book.accounts[0]
+        subscribe = r.flag()
+        account = r.text() or self.sim.book.accounts[0]
         if subscribe:
             if account not in self.sim.book.accounts:
                 session.send_error(-1, 321, f"{protocol.ERROR_TEXTS[321]} unknown account {account!r}")
@@ -214,18 +241,19 @@ class RequestDispatcher:
 
     def req_account_updates_multi(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 2)
-        req_id, account, model = r.int(), r.str(), r.str()
+        req_id, account, model = r.integer(), r.text(), r.text()
         accounts = self.sim.book.accounts if account in ("", "All") else [account]
         messages = [
             protocol.account_update_multi(req_id, acct, model, key, value, currency)
-            for acct in accounts if acct in self.sim.book.accounts
+            for acct in accounts
+            if acct in self.sim.book.accounts
             for key, value, currency in self.sim.account_values(acct)
         ]
         session.send_many([*messages, protocol.account_update_multi_end(req_id)])
 
     def req_account_summary(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 2)
-        req_id, _group, tags = r.int(), r.str(), r.str()
+        req_id, _group, tags = r.integer(), r.text(), r.text()
         wanted = {t for t in tags.split(",") if t}
         messages = [
             protocol.account_summary(req_id, acct, key, value, currency)
@@ -237,26 +265,26 @@ class RequestDispatcher:
 
     def req_pnl(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 1)
-        req_id, account = r.int(), r.str()
+        req_id, account = r.integer(), r.text()
         session.pnl[req_id] = account
         session.send(self.sim.pnl_message(req_id, account))
 
     def cancel_pnl(self, session: ClientSession, fields: list[str]) -> None:
-        session.pnl.pop(FieldReader(fields, 1).int(), None)
+        session.pnl.pop(FieldReader(fields, 1).integer(), None)
 
     def req_pnl_single(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 1)
-        req_id, account, _model, conid = r.int(), r.str(), r.str(), r.int()
+        req_id, account, _model, conid = r.integer(), r.text(), r.text(), r.integer()
         session.pnl_single[req_id] = (account, conid)
         session.send(self.sim.pnl_single_message(req_id, account, conid))
 
     def cancel_pnl_single(self, session: ClientSession, fields: list[str]) -> None:
-        session.pnl_single.pop(FieldReader(fields, 1).int(), None)
+        session.pnl_single.pop(FieldReader(fields, 1).integer(), None)
 
     # ---- contracts ----------------------------------------------------------------------------------------
     def req_contract_details(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 2)
-        req_id = r.int()
+        req_id = r.integer()
         query = ContractQuery(r)
         found = [c for c in self.sim.book.contracts.values() if query.matches(c)]
         if not found:
@@ -270,31 +298,63 @@ class RequestDispatcher:
         is_opt = c.sec_type == "OPT"
         long_name = c.symbol if not is_opt else f"{c.symbol} {c.expiry} {c.strike:g} {c.right}"
         return [
-            protocol.Out.CONTRACT_DATA, req_id, c.symbol, c.sec_type, c.expiry, c.strike, c.right,
-            c.exchange, c.currency, c.local_symbol, c.trading_class, c.trading_class, c.conid, 0.01,
-            c.multiplier if is_opt else "", "LMT,MKT,STP", "SMART,CBOE,AMEX,ISE,PHLX" if is_opt else "SMART",
-            1, und.conid if (und and is_opt) else 0, long_name, c.primary_exchange,
-            c.expiry[:6] if is_opt else "", "", "", "", "US/Eastern", "", "", "", "",
+            protocol.Out.CONTRACT_DATA,
+            req_id,
+            c.symbol,
+            c.sec_type,
+            c.expiry,
+            c.strike,
+            c.right,
+            c.exchange,
+            c.currency,
+            c.local_symbol,
+            c.trading_class,
+            c.trading_class,
+            c.conid,
+            0.01,
+            c.multiplier if is_opt else "",
+            "LMT,MKT,STP",
+            "SMART,CBOE,AMEX,ISE,PHLX" if is_opt else "SMART",
+            1,
+            und.conid if (und and is_opt) else 0,
+            long_name,
+            c.primary_exchange,
+            c.expiry[:6] if is_opt else "",
+            "",
+            "",
+            "",
+            "US/Eastern",
+            "",
+            "",
+            "",
+            "",
             0,  # numSecIds
-            1, c.symbol if is_opt else "", "STK" if is_opt else "", "26" if is_opt else "26",
-            c.expiry, "COMMON" if not is_opt else "", 1, 1, 1,
+            1,
+            c.symbol if is_opt else "",
+            "STK" if is_opt else "",
+            "26" if is_opt else "26",
+            c.expiry,
+            "COMMON" if not is_opt else "",
+            1,
+            1,
+            1,
         ]
 
     # ---- market data --------------------------------------------------------------------------------------
     def req_mkt_data(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 2)
-        req_id = r.int()
+        req_id = r.integer()
         query = ContractQuery(r)
         if query.sec_type.upper() == "BAG":
-            for _ in range(r.int()):
-                r.int(), r.int(), r.str(), r.str()
-        if r.bool():  # delta-neutral contract
-            r.int(), r.float(), r.float()
-        _generic_ticks, snapshot, regulatory = r.str(), r.bool(), r.bool()
+            for _ in range(r.integer()):
+                r.integer(), r.integer(), r.text(), r.text()
+        if r.flag():  # delta-neutral contract
+            r.integer(), r.number(), r.number()
+        _generic_ticks, snapshot, regulatory = r.text(), r.flag(), r.flag()
         self.sim.subscribe_market_data(session, req_id, query, snapshot or regulatory)
 
     def cancel_mkt_data(self, session: ClientSession, fields: list[str]) -> None:
-        req_id = FieldReader(fields, 2).int()
+        req_id = FieldReader(fields, 2).integer()
         self.sim.cancel_market_data(session, req_id)
 
 
@@ -306,4 +366,4 @@ def resolve_contract(contracts: dict[int, BookContract], query: ContractQuery) -
     return found[0] if len(found) == 1 else None
 
 
-__all__ = ["RequestDispatcher", "Subscription", "contract_fields", "resolve_contract"]
+__all__ = ["ContractQuery", "RequestDispatcher", "contract_fields", "resolve_contract"]

@@ -1,4 +1,4 @@
-"""TWS API wire framing: 4-byte big-endian length + NUL-terminated UTF-8 fields, and the "API\\0" handshake."""
+"""TWS API wire framing: 4-byte big-endian length + NUL-terminated UTF-8 fields; the "API\\0" handshake."""
 
 from __future__ import annotations
 

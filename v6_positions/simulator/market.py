@@ -75,7 +75,9 @@ class Market:
 
     def _model(self, contract: BookContract, spot: float) -> OptionQuote:
         und = self._book.underlyings[contract.symbol]
-        return black_scholes(spot, contract.strike, self._years_to(contract.expiry), und.volatility, contract.right)
+        return black_scholes(
+            spot, contract.strike, self._years_to(contract.expiry), und.volatility, contract.right
+        )
 
     def quote(self, contract: BookContract) -> Quote:
         cached = self._cache.get(contract.conid)

@@ -35,8 +35,9 @@ def years_to_expiry(expiry: str, today: dt.date | None = None) -> float:
     return max(days / 365.0, _MIN_YEARS)
 
 
-def black_scholes(spot: float, strike: float, years: float, vol: float, right: str,
-                  rate: float = RISK_FREE_RATE) -> OptionQuote:
+def black_scholes(
+    spot: float, strike: float, years: float, vol: float, right: str, rate: float = RISK_FREE_RATE
+) -> OptionQuote:
     years = max(years, _MIN_YEARS)
     sqrt_t = math.sqrt(years)
     d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * years) / (vol * sqrt_t)

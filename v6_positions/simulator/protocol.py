@@ -123,7 +123,7 @@ Fields = list[object]
 
 
 def error(req_id: int, code: int, text: str | None = None) -> Fields:
-    # The trailing advancedOrderRejectJson is required at server version >= 166, else ib_async drops the error.
+    # advancedOrderRejectJson (last) is required at server version >= 166; ib_async drops errors without it.
     return [Out.ERR_MSG, 2, req_id, code, text if text is not None else ERROR_TEXTS.get(code, ""), ""]
 
 
@@ -149,12 +149,30 @@ def position_end() -> Fields:
     return [Out.POSITION_END, 1]
 
 
-def portfolio_value(contract_fields: list[object], pos: float, market_price: float, market_value: float,
-                    average_cost: float, unrealized_pnl: float, realized_pnl: float, account: str) -> Fields:
+def portfolio_value(
+    contract_fields: list[object],
+    pos: float,
+    market_price: float,
+    market_value: float,
+    average_cost: float,
+    unrealized_pnl: float,
+    realized_pnl: float,
+    account: str,
+) -> Fields:
     """contract_fields: conId, symbol, secType, expiry, strike, right, multiplier, primaryExchange, currency,
     localSymbol, tradingClass (11 fields)."""
-    return [Out.PORTFOLIO_VALUE, 8, *contract_fields, pos, market_price, market_value, average_cost,
-            unrealized_pnl, realized_pnl, account]
+    return [
+        Out.PORTFOLIO_VALUE,
+        8,
+        *contract_fields,
+        pos,
+        market_price,
+        market_value,
+        average_cost,
+        unrealized_pnl,
+        realized_pnl,
+        account,
+    ]
 
 
 def account_value(key: str, value: str, currency: str, account: str) -> Fields:
@@ -169,7 +187,9 @@ def account_download_end(account: str) -> Fields:
     return [Out.ACCT_DOWNLOAD_END, 1, account]
 
 
-def account_update_multi(req_id: int, account: str, model: str, key: str, value: str, currency: str) -> Fields:
+def account_update_multi(
+    req_id: int, account: str, model: str, key: str, value: str, currency: str
+) -> Fields:
     return [Out.ACCOUNT_UPDATE_MULTI, 1, req_id, account, model, key, value, currency]
 
 
@@ -213,20 +233,42 @@ def tick_size(req_id: int, tick_type: int, size: float) -> Fields:
     return [Out.TICK_SIZE, 6, req_id, tick_type, size]
 
 
-def tick_option_computation(req_id: int, tick_type: int, implied_vol: float, delta: float, opt_price: float,
-                            pv_dividend: float, gamma: float, vega: float, theta: float,
-                            und_price: float) -> Fields:
+def tick_option_computation(
+    req_id: int,
+    tick_type: int,
+    implied_vol: float,
+    delta: float,
+    opt_price: float,
+    pv_dividend: float,
+    gamma: float,
+    vega: float,
+    theta: float,
+    und_price: float,
+) -> Fields:
     # No version field at server version >= 156; tickAttrib 1 = price based.
-    return [Out.TICK_OPTION_COMPUTATION, req_id, tick_type, 1, implied_vol, delta, opt_price, pv_dividend,
-            gamma, vega, theta, und_price]
+    return [
+        Out.TICK_OPTION_COMPUTATION,
+        req_id,
+        tick_type,
+        1,
+        implied_vol,
+        delta,
+        opt_price,
+        pv_dividend,
+        gamma,
+        vega,
+        theta,
+        und_price,
+    ]
 
 
 def tick_snapshot_end(req_id: int) -> Fields:
     return [Out.TICK_SNAPSHOT_END, 1, req_id]
 
 
-def pnl_single(req_id: int, pos: float, daily_pnl: float, unrealized_pnl: float, realized_pnl: float,
-               value: float) -> Fields:
+def pnl_single(
+    req_id: int, pos: float, daily_pnl: float, unrealized_pnl: float, realized_pnl: float, value: float
+) -> Fields:
     return [Out.PNL_SINGLE, req_id, pos, daily_pnl, unrealized_pnl, realized_pnl, value]
 
 

@@ -19,8 +19,9 @@ class SimulatorThread:
     """`with SimulatorThread(book, max_lines=100) as sim: ...` — every method is synchronous and thread-safe
     (each runs on the simulator's own loop)."""
 
-    def __init__(self, book: Book, *, control_port: int = 0, control_host: str = "127.0.0.1",
-                 **sim_kwargs: Any) -> None:
+    def __init__(
+        self, book: Book, *, control_port: int = 0, control_host: str = "127.0.0.1", **sim_kwargs: Any
+    ) -> None:
         self._book = book
         self._sim_kwargs = sim_kwargs
         self._control_host = control_host
@@ -129,7 +130,8 @@ class SimulatorThread:
         assert self.sim is not None
         self._call(self.sim.connectivity(code))
 
-    def set_position(self, account: str, conid: int, position: float, avg_cost: float | None = None,
-                     **contract: Any) -> None:
+    def set_position(
+        self, account: str, conid: int, position: float, avg_cost: float | None = None, **contract: Any
+    ) -> None:
         assert self.sim is not None
         self._call(self.sim.set_position(account, conid, position, avg_cost, **contract))

@@ -15,7 +15,12 @@ from typing import Any
 
 from v6_positions.simulator import protocol
 from v6_positions.simulator.book import Book, BookContract, BookPosition, Underlying
-from v6_positions.simulator.dispatch import ContractQuery, RequestDispatcher, contract_fields, resolve_contract
+from v6_positions.simulator.dispatch import (
+    ContractQuery,
+    RequestDispatcher,
+    contract_fields,
+    resolve_contract,
+)
 from v6_positions.simulator.market import Market, Quote
 from v6_positions.simulator.protocol import Tick
 from v6_positions.simulator.session import ClientSession, Subscription
@@ -31,10 +36,20 @@ STARTING_CASH = 1_000_000.0
 class GatewaySimulator:
     """Async context manager: `async with GatewaySimulator(book) as sim: ... sim.port ...`."""
 
-    def __init__(self, book: Book, *, host: str = "127.0.0.1", port: int = 0, max_lines: int = 100,
-                 portfolio_interval: float = 180.0, seed: int = 0, tick_interval: float = 0.25,
-                 snapshot_delay: float = 0.2, max_clients: int = MAX_CLIENTS,
-                 pacing_limit: int = PACING_LIMIT) -> None:
+    def __init__(
+        self,
+        book: Book,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_lines: int = 100,
+        portfolio_interval: float = 180.0,
+        seed: int = 0,
+        tick_interval: float = 0.25,
+        snapshot_delay: float = 0.2,
+        max_clients: int = MAX_CLIENTS,
+        pacing_limit: int = PACING_LIMIT,
+    ) -> None:
         self.book = book
         self.host = host
         self.port = port
@@ -72,8 +87,13 @@ class GatewaySimulator:
         self._started = True
         self._spawn(self._tick_loop())
         self._spawn(self._portfolio_loop())
-        log.info("gateway simulator listening on %s:%d (%d positions, max_lines=%d)", self.host, self.port,
-                 len(self.book.positions), self.max_lines)
+        log.info(
+            "gateway simulator listening on %s:%d (%d positions, max_lines=%d)",
+            self.host,
+            self.port,
+            len(self.book.positions),
+            self.max_lines,
+        )
 
     async def stop(self) -> None:
         if self._reopen_task:
@@ -131,11 +151,13 @@ class GatewaySimulator:
             return False
         session.client_id = client_id
         self.clients[client_id] = session
-        session.send_many([
-            protocol.next_valid_id(self.next_order_id),
-            protocol.managed_accounts(self.book.accounts),
-            *(protocol.error(-1, code) for code in (2104, 2106, 2158)),
-        ])
+        session.send_many(
+            [
+                protocol.next_valid_id(self.next_order_id),
+                protocol.managed_accounts(self.book.accounts),
+                *(protocol.error(-1, code) for code in (2104, 2106, 2158)),
+            ]
+        )
         log.info("client %d connected from %s", client_id, session.peer)
         return True
 
@@ -154,8 +176,9 @@ class GatewaySimulator:
     def lines_in_use(self) -> int:
         return sum(len(s.mkt) for s in self.sessions)
 
-    def subscribe_market_data(self, session: ClientSession, req_id: int, query: ContractQuery,
-                              snapshot: bool) -> None:
+    def subscribe_market_data(
+        self, session: ClientSession, req_id: int, query: ContractQuery, snapshot: bool
+    ) -> None:
         if req_id in session.mkt:
             # IB: 322 duplicate ticker id; the existing subscription stays as it is.
             session.send_error(req_id, 322)
@@ -193,7 +216,9 @@ class GatewaySimulator:
         else:
             log.info("client %s cancelled unknown market data reqId %d", session.client_id, req_id)
 
-    def _tick_messages(self, req_id: int, contract: BookContract, q: Quote, initial: bool) -> list[list[object]]:
+    def _tick_messages(
+        self, req_id: int, contract: BookContract, q: Quote, initial: bool
+    ) -> list[list[object]]:
         messages = [
             protocol.tick_price(req_id, Tick.BID, q.bid, q.bid_size),
             protocol.tick_price(req_id, Tick.ASK, q.ask, q.ask_size),
@@ -204,13 +229,30 @@ class GatewaySimulator:
             messages.append(protocol.tick_price(req_id, Tick.CLOSE, q.close, 0))
         g = q.greeks
         if g is not None:
-            kinds = (Tick.BID_OPTION, Tick.ASK_OPTION, Tick.LAST_OPTION, Tick.MODEL_OPTION) if initial else (
-                Tick.MODEL_OPTION,)
-            prices = {Tick.BID_OPTION: q.bid, Tick.ASK_OPTION: q.ask, Tick.LAST_OPTION: q.last,
-                      Tick.MODEL_OPTION: g.price}
+            kinds = (
+                (Tick.BID_OPTION, Tick.ASK_OPTION, Tick.LAST_OPTION, Tick.MODEL_OPTION)
+                if initial
+                else (Tick.MODEL_OPTION,)
+            )
+            prices = {
+                Tick.BID_OPTION: q.bid,
+                Tick.ASK_OPTION: q.ask,
+                Tick.LAST_OPTION: q.last,
+                Tick.MODEL_OPTION: g.price,
+            }
             messages.extend(
-                protocol.tick_option_computation(req_id, kind, g.implied_vol, g.delta, prices[kind], 0.0,
-                                                 g.gamma, g.vega, g.theta, q.und_price)
+                protocol.tick_option_computation(
+                    req_id,
+                    kind,
+                    g.implied_vol,
+                    g.delta,
+                    prices[kind],
+                    0.0,
+                    g.gamma,
+                    g.vega,
+                    g.theta,
+                    q.und_price,
+                )
                 for kind in kinds
             )
         return messages
@@ -234,8 +276,11 @@ class GatewaySimulator:
         messages: list[list[object]] = []
         for sub in session.mkt.values():
             if not sub.snapshot:
-                messages.extend(self._tick_messages(sub.req_id, sub.contract,
-                                                    self.market.quote(sub.contract), initial=False))
+                messages.extend(
+                    self._tick_messages(
+                        sub.req_id, sub.contract, self.market.quote(sub.contract), initial=False
+                    )
+                )
         session.send_many(messages, ticks=len(messages))
 
     def _push_pnl(self, session: ClientSession) -> None:
@@ -257,8 +302,16 @@ class GatewaySimulator:
 
     def portfolio_message(self, pos: BookPosition) -> list[object]:
         price, value, unrealized = self._valuation(pos)
-        return protocol.portfolio_value(contract_fields(pos.contract, pos.contract.primary_exchange), pos.position,
-                                        price, value, pos.avg_cost, unrealized, 0.0, pos.account)
+        return protocol.portfolio_value(
+            contract_fields(pos.contract, pos.contract.primary_exchange),
+            pos.position,
+            price,
+            value,
+            pos.avg_cost,
+            unrealized,
+            0.0,
+            pos.account,
+        )
 
     def account_values(self, account: str) -> list[tuple[str, str, str]]:
         gross = unrealized = 0.0
@@ -300,7 +353,9 @@ class GatewaySimulator:
         previous = self.account_updates_holder
         if previous is not None and previous is not session:
             previous.send_error(-1, 2100)
-            log.info("account updates move from client %s to client %s", previous.client_id, session.client_id)
+            log.info(
+                "account updates move from client %s to client %s", previous.client_id, session.client_id
+            )
         self.account_updates_holder = session
         self.account_updates_account = account
         self._push_account(session, account, download_end=True)
@@ -309,8 +364,13 @@ class GatewaySimulator:
         self.account_updates_holder = None
         self.account_updates_account = ""
 
-    def _push_account(self, session: ClientSession, account: str, download_end: bool = False,
-                      positions: list[BookPosition] | None = None) -> None:
+    def _push_account(
+        self,
+        session: ClientSession,
+        account: str,
+        download_end: bool = False,
+        positions: list[BookPosition] | None = None,
+    ) -> None:
         if positions is None:
             positions = self.book.account_positions(account)
         messages = [protocol.account_value(k, v, c, account) for k, v, c in self.account_values(account)]
@@ -386,8 +446,9 @@ class GatewaySimulator:
             self.release_account_updates()
         log.info("connectivity %d sent to %d clients", code, len(self.clients))
 
-    async def set_position(self, account: str, conid: int, position: float, avg_cost: float | None = None,
-                           **contract: Any) -> None:
+    async def set_position(
+        self, account: str, conid: int, position: float, avg_cost: float | None = None, **contract: Any
+    ) -> None:
         """Open, change or close (position 0) a position; clients with reqPositions get a position message
         and the account-updates holder a portfolio update, as at IB.
 
@@ -402,8 +463,9 @@ class GatewaySimulator:
         existing = self.book.positions.get(key)
         if avg_cost is None:
             avg_cost = existing.avg_cost if existing else self.market.quote(known).mark * known.multiplier
-        pos = BookPosition(account, known, float(position), float(avg_cost),
-                           existing.strategy_id if existing else None)
+        pos = BookPosition(
+            account, known, float(position), float(avg_cost), existing.strategy_id if existing else None
+        )
         if position == 0:
             self.book.positions.pop(key, None)
         else:
@@ -419,7 +481,9 @@ class GatewaySimulator:
     def _new_contract(self, conid: int, fields: dict[str, Any]) -> BookContract:
         symbol = fields.get("symbol")
         if not symbol:
-            raise ValueError(f"conid {conid} is unknown: give symbol (and expiry, strike, right for an option)")
+            raise ValueError(
+                f"conid {conid} is unknown: give symbol (and expiry, strike, right for an option)"
+            )
         sec_type = str(fields.get("sec_type", "OPT"))
         if symbol not in self.book.underlyings:
             price = float(fields.get("underlying_price", 100.0))
@@ -429,8 +493,15 @@ class GatewaySimulator:
             contract.conid = conid
         else:
             try:
-                contract = BookContract(conid, symbol, "OPT", str(fields["expiry"]), float(fields["strike"]),
-                                        str(fields["right"]).upper()[:1], int(fields.get("multiplier", 100)))
+                contract = BookContract(
+                    conid,
+                    symbol,
+                    "OPT",
+                    str(fields["expiry"]),
+                    float(fields["strike"]),
+                    str(fields["right"]).upper()[:1],
+                    int(fields.get("multiplier", 100)),
+                )
             except KeyError as exc:
                 raise ValueError(f"new option conid {conid} needs {exc.args[0]}") from None
         self.book.contracts[conid] = contract
@@ -454,8 +525,9 @@ class GatewaySimulator:
             "lines_in_use": self.lines_in_use(),
             "max_lines": self.max_lines,
             **self.counters.as_dict(),
-            "clients": sorted((s.info() for s in self.sessions if s.client_id is not None),
-                              key=lambda c: c["client_id"]),
+            "clients": sorted(
+                (s.info() for s in self.sessions if s.client_id is not None), key=lambda c: c["client_id"]
+            ),
             "subscriptions_by_conid": by_conid,
             "account_updates_holder": holder.client_id if holder else None,
             "account_updates_account": self.account_updates_account or None,

@@ -41,7 +41,7 @@ def test_lineage_is_the_design_picture():
     assert parents == {
         "strategy_registry": set(),
         "streamed_positions": {"strategy_registry"},
-        "position_queue": {"strategy_registry"},
+        "position_queue": set(),
         "queued_positions": {"position_queue"},
         "positions": {"streamed_positions", "queued_positions"},
     }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.partitions import contract_partition_key, queued_contracts
 from v6_positions.defs.schedules import RANGE_END_TAG, RANGE_START_TAG, plan_ranges
 from v6_positions.lake.queue import PositionQueue
@@ -83,3 +85,13 @@ def test_ranges_split_on_long_done_gaps_and_on_size():
     assert [r.size for r in ranges] == [3, 2, 1]
     assert sum(r.due for r in ranges) == len(due)
     assert plan_ranges(keys, due, max_gap=100, max_size=100)[0].size == 20
+
+
+def test_skips_while_a_batch_run_is_in_progress(make_defs, instance, lake_root):
+    keys = queue_contracts(lake_root, [1])
+    instance.add_dynamic_partitions(queued_contracts.name, keys)
+    running = dg.DagsterRun(
+        job_name=BATCH_JOB_NAME, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+    )
+    instance.add_run(running)
+    assert "still in progress" in evaluate(make_defs(), instance).skip_message

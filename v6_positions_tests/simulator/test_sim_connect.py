@@ -1,0 +1,179 @@
+"""Connecting the real ib_async client: startup completes fast; positions and portfolio mirror the book."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import connect_ib, wait_until
+
+from v6_positions.simulator import SimulatorThread, book_from_dict, demo_strategy_legs, load_book
+from v6_positions.simulator.book import BookError, third_fridays
+
+
+def test_connect_one_account_is_fast_and_positions_equal_the_book(sim) -> None:
+    async def main() -> None:
+        started = time.perf_counter()
+        ib = await connect_ib(sim.port)
+        elapsed = time.perf_counter() - started
+        try:
+            assert elapsed < 1.0
+            assert ib.managedAccounts() == ["DU1000001"]
+            got = {(p.account, p.contract.conId): (p.position, p.avgCost) for p in ib.positions()}
+            want = {key: (p.position, p.avg_cost) for key, p in sim.book.positions.items()}
+            assert got == want
+            assert len(got) == 216
+            assert {p.contract.secType for p in ib.positions()} == {"OPT", "STK"}
+        finally:
+            ib.disconnect()
+
+    asyncio.run(main())
+
+
+def test_demo_book_has_three_condors_with_future_expiries() -> None:
+    book = load_book("demo")
+    legs = demo_strategy_legs(book)
+    assert [leg.conid for leg in legs] == list(range(900000001, 900000013))
+    assert {leg.symbol for leg in legs} == {"SPY", "QQQ", "IWM"}
+    assert {leg.strategy_id for leg in legs} == {1, 2, 3}
+    today = time.strftime("%Y%m%d")
+    assert all(p.contract.expiry > today for p in book.positions.values() if p.contract.sec_type == "OPT")
+    assert sum(p.contract.sec_type == "STK" for p in book.positions.values()) == 4
+    assert load_book("demo").positions.keys() == book.positions.keys()  # deterministic
+
+
+def test_portfolio_follows_ib_conventions_for_every_position(sim) -> None:
+    async def main() -> None:
+        ib = await connect_ib(sim.port)
+        try:
+            items = ib.portfolio()
+            assert len(items) == len(sim.book.positions)
+            for item in items:
+                book_pos = sim.book.positions[(item.account, item.contract.conId)]
+                multiplier = float(item.contract.multiplier or 1)
+                assert item.averageCost == book_pos.avg_cost
+                assert item.marketValue == pytest.approx(
+                    item.marketPrice * item.position * multiplier, abs=0.01
+                )
+                assert item.unrealizedPNL == pytest.approx(
+                    item.marketValue - item.averageCost * item.position, abs=0.02
+                )
+                if item.contract.secType == "OPT":
+                    assert multiplier == 100
+                    # averageCost is per contract (multiplier included), marketPrice per share
+                    assert 0.2 < item.averageCost / (item.marketPrice * multiplier) < 5
+            # pushed again every portfolio_interval (2 s in the fixture)
+            pushes: list = []
+            ib.updatePortfolioEvent += pushes.append
+            await wait_until(lambda: len(pushes) >= len(items), timeout=4)
+        finally:
+            ib.disconnect()
+
+    asyncio.run(main())
+
+
+def test_connect_with_several_accounts() -> None:
+    expiry = third_fridays(1)[0]
+    book = book_from_dict(
+        {
+            "accounts": ["DU2000001", "DU2000002", "DU2000003"],
+            "underlyings": [{"symbol": "SPY", "price": 580.0, "conid": 756733}],
+            "positions": [
+                {
+                    "account": "DU2000001",
+                    "conid": 1,
+                    "symbol": "SPY",
+                    "expiry": expiry,
+                    "strike": 600,
+                    "right": "C",
+                    "position": -2,
+                    "avg_cost": 310.0,
+                },
+                {
+                    "account": "DU2000002",
+                    "conid": 2,
+                    "symbol": "SPY",
+                    "expiry": expiry,
+                    "strike": 550,
+                    "right": "P",
+                    "position": 3,
+                    "avg_cost": 420.0,
+                },
+                {"account": "DU2000002", "conid": 756733, "symbol": "SPY", "sec_type": "STK", "position": 10},
+            ],
+        }
+    )
+
+    async def main(port: int) -> None:
+        started = time.perf_counter()
+        ib = await connect_ib(port, client_id=5, account="DU2000002")
+        try:
+            assert time.perf_counter() - started < 1.0
+            assert ib.managedAccounts() == ["DU2000001", "DU2000002", "DU2000003"]
+            assert {p.contract.conId for p in ib.positions()} == {1, 2, 756733}
+            assert {i.contract.conId for i in ib.portfolio()} == {2, 756733}
+            assert {v.account for v in ib.accountValues()} >= {"DU2000001", "DU2000002", "DU2000003"}
+        finally:
+            ib.disconnect()
+        # without account= and with several accounts ib_async skips reqAccountUpdates, still connects fast
+        started = time.perf_counter()
+        ib = await connect_ib(port, client_id=6)
+        try:
+            assert time.perf_counter() - started < 1.0
+            assert ib.portfolio() == []
+        finally:
+            ib.disconnect()
+
+    with SimulatorThread(book) as running:
+        asyncio.run(main(running.port))
+
+
+def test_client_id_in_use_gets_326(sim) -> None:
+    async def main() -> None:
+        first = await connect_ib(sim.port, client_id=7)
+        errors: list = []
+        second = None
+        try:
+            with pytest.raises((ConnectionError, TimeoutError)):
+                second = await connect_ib(sim.port, client_id=7, errors=errors, timeout=1)
+            assert any(code == 326 for _, code, _ in errors)
+            assert first.isConnected()
+        finally:
+            first.disconnect()
+            if second is not None:
+                second.disconnect()
+
+    asyncio.run(main())
+
+
+def test_bad_book_rows_are_refused_naming_row_and_field(tmp_path) -> None:
+    expiry = third_fridays(1)[0]
+    good_row = {
+        "account": "DU1",
+        "conid": 1,
+        "symbol": "SPY",
+        "expiry": expiry,
+        "strike": 600,
+        "right": "C",
+        "position": 1,
+    }
+    base = {"accounts": ["DU1"], "underlyings": [{"symbol": "SPY", "price": 500}]}
+    cases = [
+        ({"strike": -5}, "positions[1].strike"),
+        ({"right": "X"}, "positions[1].right"),
+        ({"account": "DU9"}, "positions[1].account"),
+        ({"expiry": "2026-12-18"}, "positions[1].expiry"),
+        ({"symbol": "ZZZ"}, "positions[1].symbol"),
+        ({"position": "ten"}, "positions[1].position"),
+    ]
+    for change, where in cases:
+        path = tmp_path / "book.json"
+        bad_row = {**good_row, "conid": 2, **change}
+        path.write_text(__import__("json").dumps({**base, "positions": [good_row, bad_row]}))
+        with pytest.raises(BookError, match=__import__("re").escape(where)):
+            load_book(str(path))
+    with pytest.raises(BookError, match="invalid JSON"):
+        (tmp_path / "broken.json").write_text("{")
+        load_book(str(tmp_path / "broken.json"))
+    assert len(load_book("generated:50").positions) == 50

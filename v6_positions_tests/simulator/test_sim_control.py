@@ -1,0 +1,123 @@
+"""The control HTTP API and the `simulate` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import connect_ib, wait_until
+
+from v6_positions.simulator import cli, demo_strategy_legs
+
+
+def _call(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_control_api_endpoints(sim) -> None:
+    port = sim.control_port
+    stats = _call(port, "GET", "/stats")
+    for key in (
+        "lines_in_use",
+        "max_lines_in_use",
+        "errors",
+        "orders_received",
+        "pacing_violations",
+        "clients",
+        "messages_received",
+    ):
+        assert key in stats
+
+    async def main() -> None:
+        errors: list = []
+        ib = await connect_ib(sim.port, errors=errors)
+        events: list = []
+        ib.positionEvent += events.append
+        leg = demo_strategy_legs(sim.book)[0]
+        stats = _call(port, "GET", "/stats")
+        assert stats["clients"][0]["client_id"] == 1 and stats["clients"][0]["lines"] == 0
+        assert stats["messages_received"] > 0
+        _call(port, "POST", "/connectivity", {"code": 1102})
+        await wait_until(lambda: any(code == 1102 for _, code, _ in errors))
+        _call(port, "POST", "/positions", {"account": "DU1000001", "conid": leg.conid, "position": 7})
+        await wait_until(lambda: any(e.position == 7 for e in events))
+        _call(port, "POST", "/reset-stats")
+        assert _call(port, "GET", "/stats")["messages_received"] == 0
+        closed = asyncio.Event()
+        ib.disconnectedEvent += closed.set
+        assert _call(port, "POST", "/disconnect") == {"dropped": 1}
+        await asyncio.wait_for(closed.wait(), 3)
+        assert _call(port, "POST", "/restart", {"down_seconds": 0.2}) == {"down_seconds": 0.2}
+        await wait_until(lambda: _call(port, "GET", "/stats")["accepting"])
+
+    asyncio.run(main())
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        _call(port, "POST", "/connectivity", {"code": 42})
+    assert bad.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        _call(port, "GET", "/nope")
+    assert missing.value.code == 404
+
+
+def test_simulate_parser_defaults_avoid_ib_ports() -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate"])
+    assert args.port not in (7496, 7497, 4001, 4002) and args.control_port not in (7496, 7497, 4001, 4002)
+    assert args.book == "demo" and args.max_lines == 100 and args.portfolio_interval == 180.0
+    assert args.handler is cli.run_simulate
+
+
+def test_simulate_command_prints_listening_and_stops_on_sigterm() -> None:
+    code = (
+        "import argparse, sys; from v6_positions.simulator import cli; p = argparse.ArgumentParser(); "
+        "cli.register(p.add_subparsers(dest='command')); a = p.parse_args(sys.argv[1:]); "
+        "sys.exit(a.handler(a))"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "simulate",
+            "--port",
+            "0",
+            "--control-port",
+            "0",
+            "--book",
+            "generated:20",
+            "--max-lines",
+            "5",
+            "--portfolio-interval",
+            "1",
+            "--seed",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        listening = proc.stdout.readline()
+        assert listening.startswith("listening on 127.0.0.1:")
+        control = int(proc.stdout.readline().rsplit(":", 1)[1])
+        stats = _call(control, "GET", "/stats")
+        assert stats["max_lines"] == 5 and stats["positions"] == 20
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,156 @@
+"""Market data through the real ib_async client: lines across clients, 101, cancel, snapshots, qualify."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import connect_ib, wait_until
+from ib_async import Contract
+
+from v6_positions.simulator import demo_strategy_legs
+
+
+def _option_contracts(sim, count: int) -> list[Contract]:
+    conids = sorted(c for (_, c), p in sim.book.positions.items() if p.contract.sec_type == "OPT")
+    return [Contract(conId=conid, exchange="SMART") for conid in conids[:count]]
+
+
+def test_100_streams_tick_and_the_101st_gets_error_101_and_no_data(sim) -> None:
+    async def main() -> None:
+        errors: list = []
+        ib = await connect_ib(sim.port, errors=errors)
+        try:
+            contracts = _option_contracts(sim, 101)
+            tickers = [ib.reqMktData(c) for c in contracts]  # ib_async paces these at 45/s
+            await wait_until(lambda: any(code == 101 for _, code, _ in errors), timeout=10)
+            streamed, refused = tickers[:100], tickers[100]
+            await wait_until(lambda: all(t.bid > 0 and t.modelGreeks for t in streamed), timeout=5)
+            updated: set[int] = set()  # every stream keeps ticking; the refused one never does
+            ib.pendingTickersEvent += lambda tickers: updated.update(t.contract.conId for t in tickers)
+            await wait_until(lambda: len(updated) >= 100)
+            assert contracts[100].conId not in updated
+            assert refused.bid != refused.bid and refused.modelGreeks is None  # NaN: never got a tick
+            assert [msg for _, code, msg in errors if code == 101] == [
+                "Max number of tickers has been reached."
+            ]
+            stats = sim.stats()
+            assert stats["lines_in_use"] == 100 and stats["max_lines_in_use"] == 100
+            assert stats["errors"]["101"] == 1
+            assert stats["clients"][0]["lines"] == 100
+            greeks = streamed[0].modelGreeks
+            assert -1 <= greeks.delta <= 1 and greeks.gamma > 0 and greeks.vega > 0 and greeks.theta < 0
+            assert greeks.undPrice > 0 and greeks.impliedVol > 0
+            # cancel frees the line for the refused contract
+            ib.cancelMktData(contracts[0])
+            await wait_until(lambda: sim.stats()["lines_in_use"] == 99)
+            again = ib.reqMktData(contracts[100])
+            await wait_until(lambda: again.bid > 0)
+            assert sim.stats()["lines_in_use"] == 100
+        finally:
+            ib.disconnect()
+        await wait_until(lambda: sim.stats()["lines_in_use"] == 0)  # freed on disconnect
+
+    asyncio.run(main())
+
+
+def test_lines_are_counted_across_clients() -> None:
+    from v6_positions.simulator import SimulatorThread, load_book
+
+    async def main(running) -> None:
+        errors_b: list = []
+        a = await connect_ib(running.port, client_id=1)
+        b = await connect_ib(running.port, client_id=2, errors=errors_b)
+        try:
+            contracts = _option_contracts(running, 4)
+            for c in contracts[:3]:
+                a.reqMktData(c)
+            await wait_until(lambda: running.stats()["lines_in_use"] == 3)
+            b.reqMktData(contracts[3])
+            await wait_until(lambda: any(code == 101 for _, code, _ in errors_b))
+            clients = {c["client_id"]: c["lines"] for c in running.stats()["clients"]}
+            assert clients == {1: 3, 2: 0}
+        finally:
+            a.disconnect()
+            b.disconnect()
+
+    with SimulatorThread(load_book("demo"), max_lines=3) as running:
+        asyncio.run(main(running))
+
+
+def test_snapshot_ends_and_frees_its_line(sim) -> None:
+    async def main() -> None:
+        ib = await connect_ib(sim.port)
+        try:
+            leg = demo_strategy_legs(sim.book)[0]
+            tickers = await asyncio.wait_for(
+                ib.reqTickersAsync(Contract(conId=leg.conid, exchange="SMART")), 3
+            )
+            assert tickers[0].bid > 0 and tickers[0].ask >= tickers[0].bid
+            await wait_until(lambda: sim.stats()["lines_in_use"] == 0)
+            assert sim.stats()["snapshot_count"] == 1
+        finally:
+            ib.disconnect()
+
+    asyncio.run(main())
+
+
+def test_qualify_known_contracts_and_unknown_gets_200(sim) -> None:
+    async def main() -> None:
+        errors: list = []
+        ib = await connect_ib(sim.port, errors=errors)
+        try:
+            leg = demo_strategy_legs(sim.book)[5]
+            by_fields = Contract(
+                secType="OPT",
+                symbol=leg.symbol,
+                lastTradeDateOrContractMonth=leg.expiry,
+                strike=leg.strike,
+                right=leg.right,
+                exchange="SMART",
+                currency="USD",
+            )
+            stock = Contract(secType="STK", symbol="AAPL", exchange="SMART", currency="USD")
+            unknown = Contract(
+                secType="OPT",
+                symbol="SPY",
+                lastTradeDateOrContractMonth=leg.expiry,
+                strike=1.5,
+                right="C",
+                exchange="SMART",
+            )
+            result = await ib.qualifyContractsAsync(by_fields, stock, unknown)
+            assert result[0] is not None and result[0].conId == leg.conid
+            assert result[0].multiplier == "100" and result[0].localSymbol.startswith(leg.symbol)
+            assert result[1] is not None and result[1].conId == 265598
+            assert result[2] is None
+            assert [code for _, code, _ in errors if code < 2000] == [200]
+            details = await ib.reqContractDetailsAsync(Contract(conId=leg.conid))
+            assert details[0].underConId == sim.book.underlyings[leg.symbol].conid
+            # market data for an unknown conid is refused with 200 too, and takes no line
+            ib.reqMktData(Contract(conId=123, exchange="SMART"))
+            await wait_until(lambda: [code for _, code, _ in errors if code < 2000] == [200, 200])
+            assert sim.stats()["lines_in_use"] == 0
+        finally:
+            ib.disconnect()
+
+    asyncio.run(main())
+
+
+def test_pnl_single_answers_for_a_position(sim) -> None:
+    async def main() -> None:
+        ib = await connect_ib(sim.port)
+        try:
+            leg = demo_strategy_legs(sim.book)[0]
+            pnl = ib.reqPnLSingle("DU1000001", "", leg.conid)
+            await wait_until(lambda: pnl.position == sim.book.positions[("DU1000001", leg.conid)].position)
+            book_pos = sim.book.positions[("DU1000001", leg.conid)]
+            assert pnl.value != 0
+            assert pnl.unrealizedPnL == pytest.approx(
+                pnl.value - book_pos.avg_cost * book_pos.position, abs=0.02
+            )
+            assert sim.stats()["lines_in_use"] == 0  # PnL takes no market data line
+        finally:
+            ib.disconnect()
+
+    asyncio.run(main())
