@@ -40,22 +40,39 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return value, time.perf_counter() - started
 
 
-def queue_book(lake_root: str, book: Book, *, with_payload: bool) -> int:
-    return PositionQueue(lake_root).insert_many(
+def queue_rows(book: Book | None, count: int, *, with_payload: bool) -> list[dict[str, object]]:
+    """Queue rows for the book's positions, or `count` synthetic option contracts when there is no book
+    (the simulator's generated books top out at a few thousand distinct contracts)."""
+    now = datetime.now(UTC)
+    if book is not None:
+        contracts = [
+            (p.account, p.contract.conid, p.contract.symbol, p.contract.right, p.contract.strike,
+             p.contract.expiry, p.position, p.avg_cost)
+            for p in book.positions.values()
+        ]  # fmt: skip
+    else:
+        symbols = ("SPY", "QQQ", "IWM", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
+        contracts = [
+            (
+                "DU1000001",
+                930_000_000 + i,
+                symbols[i % 8],
+                "CP"[i % 2],
+                100.0 + i // 16,
+                "20261218",
+                1.0,
+                250.0,
+            )
+            for i in range(count)
+        ]
+    return [
         {
-            "account": p.account,
-            "conid": p.contract.conid,
-            "symbol": p.contract.symbol,
-            "sec_type": p.contract.sec_type,
-            "right": p.contract.right or None,
-            "strike": p.contract.strike or None,
-            "expiry": p.contract.expiry or None,
-            "position": p.position if with_payload else None,
-            "average_cost": p.avg_cost if with_payload else None,
-            "payload_time": datetime.now(UTC) if with_payload else None,
+            "account": account, "conid": conid, "symbol": symbol, "right": right, "strike": strike,
+            "expiry": expiry, "position": position if with_payload else None,
+            "average_cost": avg_cost if with_payload else None, "payload_time": now if with_payload else None,
         }
-        for p in book.positions.values()
-    )
+        for account, conid, symbol, right, strike, expiry, position, avg_cost in contracts
+    ]  # fmt: skip
 
 
 def sensor_tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
@@ -81,17 +98,17 @@ def run_batches(
 
 
 def bench_size(count: int, *, fetch: bool) -> dict[str, float]:
-    book = generated_book(count)
+    book = generated_book(count) if fetch else None
     with tempfile.TemporaryDirectory() as lake_root, tempfile.TemporaryDirectory() as home:
         with dg.instance_for_test(temp_dir=home) as instance:
             port = 4002
-            sim = SimulatorThread(book, portfolio_interval=3600.0) if fetch else None
+            sim = SimulatorThread(book, portfolio_interval=3600.0) if book is not None else None
             if sim is not None:
                 sim.start()
                 port = sim.port
             try:
                 defs = build_definitions(Settings(lake_uri=lake_root, ib_port=port))
-                queued = queue_book(lake_root, book, with_payload=not fetch)
+                queued = PositionQueue(lake_root).insert_many(queue_rows(book, count, with_payload=not fetch))
                 first, first_s = timed(lambda: sensor_tick(defs, instance, None))
                 for request in first.dynamic_partitions_requests or []:
                     _, add_s = timed(
