@@ -29,6 +29,7 @@ class Settings:
     reserved_lines: int = 0
     stream_sec_types: tuple[str, ...] = ("OPT",)
     flush_interval_s: float = 1.0
+    batch_cron: str = "* * * * *"
 
     @property
     def line_budget(self) -> int:
@@ -57,6 +58,7 @@ class Settings:
             reserved_lines=_integer(env, "V6_RESERVED_LINES", defaults.reserved_lines),
             stream_sec_types=_sec_types(env, "V6_STREAM_SEC_TYPES", defaults.stream_sec_types),
             flush_interval_s=_number(env, "V6_FLUSH_INTERVAL_S", defaults.flush_interval_s),
+            batch_cron=_text(env, "V6_BATCH_CRON", defaults.batch_cron),
         )
         _validate(settings, source="env")
         return settings
@@ -74,6 +76,7 @@ ENV_NAMES = {
     "reserved_lines": "V6_RESERVED_LINES",
     "stream_sec_types": "V6_STREAM_SEC_TYPES",
     "flush_interval_s": "V6_FLUSH_INTERVAL_S",
+    "batch_cron": "V6_BATCH_CRON",
 }
 
 
@@ -100,6 +103,8 @@ def _validate(settings: Settings, source: str) -> None:
         fail("stream_sec_types", settings.stream_sec_types, "must name at least one sec type")
     if not settings.flush_interval_s > 0:
         fail("flush_interval_s", settings.flush_interval_s, "must be > 0 seconds")
+    if len(settings.batch_cron.split()) != 5:
+        fail("batch_cron", settings.batch_cron, "must be a cron expression of five fields, e.g. '* * * * *'")
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:

@@ -31,7 +31,7 @@ def build_definitions(
         jobs=[stream.position_stream_job, jobs.batch_job, jobs.health_check_job, jobs.lake_maintenance_job],
         sensors=[sensors.stream_supervisor],
         schedules=[
-            schedules.queued_positions_batch,
+            schedules.build_batch_schedule(settings.batch_cron),
             schedules.health_check_schedule,
             schedules.lake_maintenance_schedule,
         ],

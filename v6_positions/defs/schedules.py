@@ -114,8 +114,6 @@ def build_batch_schedule(cron_schedule: str = "* * * * *") -> dg.ScheduleDefinit
     return queued_positions_batch
 
 
-queued_positions_batch = build_batch_schedule()
-
 health_check_schedule = dg.ScheduleDefinition(
     name="position_health_checks_every_5_min",
     cron_schedule="*/5 * * * *",

@@ -264,8 +264,21 @@ def generated_book(count: int, today: dt.date | None = None) -> Book:
     if count < 0:
         raise BookError(f"generated:N needs N >= 0, got {count}")
     book = Book([DEMO_ACCOUNT], _underlyings())
-    _add_random_options(book, count, random.Random(count), 920000001, third_fridays(4, today))
+    _add_random_options(book, count, random.Random(count), 920000001, _expiries_for(book, count, today))
     return book
+
+
+def _expiries_for(book: Book, count: int, today: dt.date | None) -> list[str]:
+    """Enough monthly expiries that `count` distinct random contracts stay cheap to draw.
+
+    Each expiry offers a fixed number of (symbol, strike, right) slots; keeping the book at most half full
+    bounds the rejection sampling in `_add_random_options` (a fixed four expiries looped forever past ~5,000).
+    """
+    slots_per_expiry = sum(
+        2 * (int(0.4 * und.price / _strike_step(und.price)) + 1) for und in book.underlyings.values()
+    )
+    months = max(4, -(-2 * count // slots_per_expiry))
+    return third_fridays(months, today)
 
 
 def _symbol_conid(symbol: str) -> int:

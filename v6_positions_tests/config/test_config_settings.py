@@ -12,6 +12,7 @@ def test_defaults_match_the_design_table():
     assert (settings.max_lines, settings.reserved_lines, settings.line_budget) == (100, 0, 100)
     assert settings.stream_sec_types == ("OPT",)
     assert settings.flush_interval_s == 1.0
+    assert settings.batch_cron == "* * * * *"
 
 
 def test_environment_values_are_parsed():
@@ -45,6 +46,7 @@ def test_environment_values_are_parsed():
         ("V6_FLUSH_INTERVAL_S", "0", "V6_FLUSH_INTERVAL_S=0"),
         ("V6_FLUSH_INTERVAL_S", "nan", "V6_FLUSH_INTERVAL_S='nan': not a number"),
         ("V6_STREAM_SEC_TYPES", " , ", "V6_STREAM_SEC_TYPES"),
+        ("V6_BATCH_CRON", "every minute", "V6_BATCH_CRON='every minute'"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable, value, message):

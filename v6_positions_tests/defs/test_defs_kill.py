@@ -24,6 +24,13 @@ def stream_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     return runs[0] if runs else None
 
 
+def lines_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
+    result = defs.resolve_job_def("position_health_checks").execute_in_process(instance=instance)
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "lines_within_budget"]
+    assert evaluation.metadata["lines_in_use"].value > 0
+    return evaluation.passed
+
+
 @pytest.mark.timeout(150)
 def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_defs, instance, lake_root):
     active = register_demo_legs(lake_root)
@@ -44,6 +51,10 @@ def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_
             "the subprocess stream run to report its lines",
         )
         wait_for(lambda: streamed_conids(lake_root) >= active, 30, "every active leg flushed")
+        # While it streams, the line check reads what the run reports: within the budget, and not within
+        # a budget set below the active-leg count.
+        assert lines_check_passes(make_defs(sim.port), instance)
+        assert not lines_check_passes(make_defs(sim.port, max_lines=len(active) - 1), instance)
         flushed = read_table(lake_root, "streamed_positions")
     finally:
         worker.send_signal(signal.SIGKILL)

@@ -6,7 +6,7 @@ import json
 import time
 
 import dagster as dg
-from defs_helpers import apply_partitions, tick
+from defs_helpers import apply_partitions, tick, wait_for
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG
 from v6_positions.defs.partitions import queued_contracts
@@ -54,7 +54,9 @@ def test_stale_heartbeat_marks_the_run_failed_and_launches_another(make_defs, in
 def test_a_run_without_heartbeat_gets_the_startup_grace(make_defs, instance, add_stream_run):
     starting = add_stream_run(GATEWAY)
     assert not tick(make_defs(startup_grace_s=60), instance).run_requests
-    result = tick(make_defs(startup_grace_s=0), instance)
+    # The run record's creation time has storage precision: poll (bounded) until the grace has surely passed.
+    no_grace = make_defs(startup_grace_s=0.5)
+    result = wait_for(lambda: (r := tick(no_grace, instance)).run_requests and r, 5, "the grace to run out")
     assert instance.get_run_by_id(starting.run_id).status == dg.DagsterRunStatus.FAILURE
     assert len(result.run_requests) == 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import pytest
@@ -170,10 +172,19 @@ def test_bad_book_rows_are_refused_naming_row_and_field(tmp_path) -> None:
     for change, where in cases:
         path = tmp_path / "book.json"
         bad_row = {**good_row, "conid": 2, **change}
-        path.write_text(__import__("json").dumps({**base, "positions": [good_row, bad_row]}))
-        with pytest.raises(BookError, match=__import__("re").escape(where)):
+        path.write_text(json.dumps({**base, "positions": [good_row, bad_row]}))
+        with pytest.raises(BookError, match=re.escape(where)):
             load_book(str(path))
     with pytest.raises(BookError, match="invalid JSON"):
         (tmp_path / "broken.json").write_text("{")
         load_book(str(tmp_path / "broken.json"))
     assert len(load_book("generated:50").positions) == 50
+
+
+def test_large_generated_books_are_built_with_distinct_contracts():
+    for count in (5_000, 20_000):
+        book = load_book(f"generated:{count}")
+        assert len(book.positions) == count
+        contracts = [position.contract for position in book.positions.values()]
+        keys = {(c.symbol, c.expiry, c.strike, c.right) for c in contracts}
+        assert len(keys) == count
