@@ -8,7 +8,8 @@ class LakeError(ValueError):
 
 
 class LakeSchemaError(LakeError):
-    """A table location holds something that is not the table we declared (not Delta, or another schema)."""
+    """A table location holds something other than the table we declared (not Delta, another schema),
+    or cannot be opened at all (a corrupt log, unreachable storage)."""
 
     def __init__(self, table: str, uri: str, reason: str) -> None:
         super().__init__(f"table {table!r} at {uri}: {reason}")
@@ -18,16 +19,31 @@ class LakeSchemaError(LakeError):
 
 
 class InvalidRowError(ValueError):
-    """A row we were asked to write breaks the table's rules; nothing was written."""
+    """A row we were asked to write breaks the table's rules; nothing was written.
 
-    def __init__(self, field: str, value: object, reason: str, *, row_index: int | None = None) -> None:
-        where = f"row {row_index}: " if row_index is not None else ""
-        super().__init__(f"{where}{field}={value!r}: {reason}")
+    The message names the table (when known), the row of a batch (when there is one), the field and the
+    value, e.g. ``position_queue row 637: right='Z': must be C or P (CALL/PUT accepted)``.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        reason: str,
+        *,
+        row_index: int | None = None,
+        table: str | None = None,
+    ) -> None:
+        where = " ".join(
+            part for part in (table, f"row {row_index}" if row_index is not None else None) if part
+        )
+        super().__init__(f"{where + ': ' if where else ''}{field}={value!r}: {reason}")
         self.field = field
         self.value = value
         self.reason = reason
         self.row_index = row_index
+        self.table = table
 
-    def at_row(self, row_index: int) -> InvalidRowError:
-        """The same error, saying which row of a batch it came from."""
-        return InvalidRowError(self.field, self.value, self.reason, row_index=row_index)
+    def at(self, table: str, row_index: int | None = None) -> InvalidRowError:
+        """The same error, saying which table (and which row of a batch) it came from."""
+        return InvalidRowError(self.field, self.value, self.reason, row_index=row_index, table=table)

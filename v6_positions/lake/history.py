@@ -78,13 +78,13 @@ def validated_record(row: PositionRow) -> dict[str, object]:
     return record
 
 
-def _validated(rows: Iterable[PositionRow]) -> list[dict[str, object]]:
+def _validated(table: str, rows: Iterable[PositionRow]) -> list[dict[str, object]]:
     records = []
     for index, row in enumerate(rows):
         try:
             records.append(validated_record(row))
         except InvalidRowError as exc:
-            raise exc.at_row(index) from None
+            raise exc.at(table, index) from None
     return records
 
 
@@ -114,7 +114,7 @@ def write_rows(
 ) -> int:
     """Append rows in one commit (the batch path); returns the number written. All rows are checked first."""
     _check_history_table(table)
-    records = _validated(rows)
+    records = _validated(table, rows)
     if not records:
         return 0
     return _append(TableHandle(root_uri, table, storage_options), records)
@@ -162,12 +162,15 @@ class HistoryWriter:
         return len(self._buffer)
 
     def append(self, row: PositionRow) -> None:
-        record = validated_record(row)  # a bad row is refused here, before it is buffered
+        try:
+            record = validated_record(row)  # a bad row is refused here, before it is buffered
+        except InvalidRowError as exc:
+            raise exc.at(self.table) from None
         with self._buffer_lock:
             self._buffer.append(record)
 
     def extend(self, rows: Iterable[PositionRow]) -> None:
-        records = _validated(rows)
+        records = _validated(self.table, rows)
         with self._buffer_lock:
             self._buffer.extend(records)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from deltalake import DeltaTable
 
@@ -22,7 +23,7 @@ def maintain_table(
     version_before = table.version()
     files_before = len(table.file_uris())
 
-    def compact() -> dict:
+    def compact() -> dict[str, Any]:
         # Compaction loses to a concurrent MERGE (delta-rs #2700): reload and try again.
         table.update_incremental()
         return table.optimize.compact()
@@ -56,7 +57,7 @@ def maintain(
     tables: Iterable[str] | None = None,
     retention_hours: int = 168,
     enforce_retention_duration: bool = True,
-) -> dict[str, dict]:
+) -> dict[str, dict[str, object]]:
     """Compact, checkpoint and vacuum each existing table; returns per-table stats.
 
     Tables not created yet are skipped (absent from the result). A retention shorter than the table's
@@ -68,7 +69,7 @@ def maintain(
         raise LakeError(f"unknown tables {unknown}; known: {', '.join(TABLES)}")
     if retention_hours < 0:
         raise LakeError(f"retention_hours={retention_hours}: must be >= 0")
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, object]] = {}
     for name in names:
         table = open_table(root_uri, name, storage_options)
         if table is None:

@@ -143,7 +143,9 @@ def _dedupe(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class PositionQueue:
-    def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None, max_attempts: int = 5):
+    def __init__(
+        self, root_uri: str, storage_options: dict[str, str] | None = None, max_attempts: int = 5
+    ) -> None:
         self.root_uri = root_uri
         self.storage_options = storage_options
         self.max_attempts = max_attempts
@@ -211,7 +213,7 @@ class PositionQueue:
             try:
                 rows.append(_validated_row(_as_mapping(item), now))
             except InvalidRowError as exc:
-                raise exc.at_row(index) from None
+                raise exc.at(POSITION_QUEUE.name, index) from None
         if not rows:
             return 0
         source = conform(

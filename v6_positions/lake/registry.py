@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from v6_positions.lake import validation as v
+from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.schemas import STRATEGY_REGISTRY
 from v6_positions.lake.tables import TableHandle, conform, frame_of, retry_on_conflict, table_uri
 from v6_positions.lake.versions import VersionProbe
@@ -54,8 +55,7 @@ class StrategyRegistry:
 
     # -- reads ---------------------------------------------------------------------------------------------
     def is_active(self, conid: int) -> bool:
-        if not self._loaded or self._probe.newer_than(self._loaded_version):
-            self._reload()
+        self._reload_if_changed()
         return conid in self._active
 
     def active_conids(self) -> set[int]:
@@ -97,18 +97,21 @@ class StrategyRegistry:
         multiplier: int = 100,
     ) -> None:
         """Upsert one leg by conid and mark it active."""
-        row = {
-            "conid": v.check_conid(conid),
-            "symbol": v.check_symbol(symbol),
-            "sec_type": v.check_sec_type(sec_type),
-            "right": v.check_right(right, required=True),
-            "strike": v.check_strike(strike, required=True),
-            "expiry": v.check_expiry(expiry, required=True),
-            "multiplier": v.check_positive_int("multiplier", multiplier),
-            "strategy_id": v.check_int_at_least("strategy_id", strategy_id, 0),
-            "active": True,
-            "updated_at": datetime.now(UTC),
-        }
+        try:
+            row = {
+                "conid": v.check_conid(conid),
+                "symbol": v.check_symbol(symbol),
+                "sec_type": v.check_sec_type(sec_type),
+                "right": v.check_right(right, required=True),
+                "strike": v.check_strike(strike, required=True),
+                "expiry": v.check_expiry(expiry, required=True),
+                "multiplier": v.check_positive_int("multiplier", multiplier),
+                "strategy_id": v.check_int_at_least("strategy_id", strategy_id, 0),
+                "active": True,
+                "updated_at": datetime.now(UTC),
+            }
+        except InvalidRowError as exc:
+            raise exc.at(STRATEGY_REGISTRY.name) from None
         source = conform(pl.DataFrame([row]), STRATEGY_REGISTRY)
 
         def merge() -> None:
@@ -127,8 +130,12 @@ class StrategyRegistry:
 
     def deactivate(self, conid: int) -> bool:
         """Mark a leg inactive; False when no active leg had this conid."""
+        try:
+            v.check_conid(conid)
+        except InvalidRowError as exc:
+            raise exc.at(STRATEGY_REGISTRY.name) from None
         source = pl.DataFrame(
-            {"conid": [v.check_conid(conid)], "updated_at": [datetime.now(UTC)]},
+            {"conid": [conid], "updated_at": [datetime.now(UTC)]},
             schema={"conid": pl.Int64, "updated_at": STRATEGY_REGISTRY.columns["updated_at"]},
         )
 

@@ -65,8 +65,11 @@ def _refuse_non_delta_location(spec: TableSpec, uri: str) -> None:
         return  # object stores: absence and "something else" look alike without a listing
     if os.path.isfile(path):
         raise LakeSchemaError(spec.name, uri, "is a file, not a Delta table")
+    root = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise LakeSchemaError(spec.name, uri, f"the lake root {root} is a file, not a directory")
     if os.path.isdir(path) and os.listdir(path):
-        raise LakeSchemaError(spec.name, uri, "exists but is not a Delta table (no _delta_log)")
+        raise LakeSchemaError(spec.name, uri, "exists but is not a Delta table (no commit in _delta_log)")
 
 
 def open_table(root_uri: str, name: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
@@ -78,6 +81,8 @@ def open_table(root_uri: str, name: str, storage_options: dict[str, str] | None 
     except TableNotFoundError:
         _refuse_non_delta_location(spec, uri)
         return None
+    except (DeltaError, OSError) as exc:  # a corrupt log, unreachable storage, bad storage options
+        raise LakeSchemaError(spec.name, uri, f"cannot be opened as a Delta table: {exc}") from exc
     check_schema(table, spec, uri)
     return table
 

@@ -19,7 +19,9 @@ class VersionProbe:
     listing costs a request, so we ask at most once per `poll_interval_s` (bounded staleness).
     """
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, poll_interval_s: float = 1.0):
+    def __init__(
+        self, uri: str, storage_options: dict[str, str] | None = None, poll_interval_s: float = 1.0
+    ) -> None:
         self._uri = uri
         self._storage_options = storage_options
         self._poll_interval_s = poll_interval_s

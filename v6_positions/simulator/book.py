@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -294,10 +295,47 @@ def _require(row: dict[str, Any], where: str, name: str, kind: type | tuple[type
     return value
 
 
+def _number(row: dict[str, Any], where: str, name: str, default: float | None = None) -> float:
+    """A finite JSON number (NaN and Infinity, which Python's json accepts, are refused)."""
+    if name not in row and default is not None:
+        return default
+    value = float(_require(row, where, name, (int, float)))
+    if not math.isfinite(value):
+        raise BookError(f"{where}.{name}: must be a finite number, got {value!r}")
+    return value
+
+
+def _refuse_unknown_fields(row: dict[str, Any], where: str, known: frozenset[str]) -> None:
+    """A misspelt optional field (e.g. "avg_cst") would otherwise be ignored without a word."""
+    unknown = sorted(set(row) - known)
+    if unknown:
+        raise BookError(f"{where}.{unknown[0]}: unknown field; known: {', '.join(sorted(known))}")
+
+
+_BOOK_FIELDS = frozenset({"accounts", "underlyings", "positions"})
+_UNDERLYING_FIELDS = frozenset({"symbol", "price", "volatility", "conid", "exchange"})
+_POSITION_FIELDS = frozenset(
+    {
+        "account",
+        "conid",
+        "symbol",
+        "sec_type",
+        "expiry",
+        "strike",
+        "right",
+        "multiplier",
+        "position",
+        "avg_cost",
+        "strategy_id",
+    }
+)
+
+
 def book_from_dict(data: Any) -> Book:
     """Build and validate a book from the JSON structure documented in this module."""
     if not isinstance(data, dict):
         raise BookError("book: expected a JSON object")
+    _refuse_unknown_fields(data, "book", _BOOK_FIELDS)
     accounts = _require(data, "book", "accounts", list)
     if (
         not accounts
@@ -310,17 +348,23 @@ def book_from_dict(data: Any) -> Book:
         where = f"underlyings[{i}]"
         if not isinstance(row, dict):
             raise BookError(f"{where}: expected an object")
+        _refuse_unknown_fields(row, where, _UNDERLYING_FIELDS)
         symbol = _require(row, where, "symbol", str)
-        price = float(_require(row, where, "price", (int, float)))
+        if not symbol.strip():
+            raise BookError(f"{where}.symbol: must be a non-empty string")
+        if symbol in underlyings:
+            raise BookError(f"{where}.symbol: {symbol!r} is listed twice")
+        price = _number(row, where, "price")
         if price <= 0:
             raise BookError(f"{where}.price: must be > 0, got {price}")
-        vol = float(row.get("volatility", DEFAULT_VOLATILITY))
+        vol = _number(row, where, "volatility", DEFAULT_VOLATILITY)
         if vol <= 0:
             raise BookError(f"{where}.volatility: must be > 0, got {vol}")
         conid = row.get("conid", _symbol_conid(symbol))
-        if not isinstance(conid, int) or conid <= 0:
+        if isinstance(conid, bool) or not isinstance(conid, int) or conid <= 0:
             raise BookError(f"{where}.conid: must be a positive integer, got {conid!r}")
-        underlyings[symbol] = Underlying(symbol, price, vol, conid, str(row.get("exchange", "NASDAQ")))
+        exchange = _require(row, where, "exchange", str) if "exchange" in row else "NASDAQ"
+        underlyings[symbol] = Underlying(symbol, price, vol, conid, exchange)
     book = Book(list(accounts), underlyings)
     for i, row in enumerate(_require(data, "book", "positions", list)):
         pos = _position_from_row(row, f"positions[{i}]", book)
@@ -338,6 +382,7 @@ def book_from_dict(data: Any) -> Book:
 def _position_from_row(row: Any, where: str, book: Book) -> BookPosition:
     if not isinstance(row, dict):
         raise BookError(f"{where}: expected an object")
+    _refuse_unknown_fields(row, where, _POSITION_FIELDS)
     account = _require(row, where, "account", str)
     if account not in book.accounts:
         raise BookError(f"{where}.account: {account!r} is not in accounts")
@@ -351,7 +396,7 @@ def _position_from_row(row: Any, where: str, book: Book) -> BookPosition:
     sec_type = row.get("sec_type", "OPT")
     if sec_type not in ("OPT", "STK"):
         raise BookError(f"{where}.sec_type: must be 'OPT' or 'STK', got {sec_type!r}")
-    position = float(_require(row, where, "position", (int, float)))
+    position = _number(row, where, "position")
     if position == 0:
         raise BookError(f"{where}.position: must be non-zero")
     strategy_id = row.get("strategy_id")
@@ -367,22 +412,21 @@ def _position_from_row(row: Any, where: str, book: Book) -> BookPosition:
             dt.datetime.strptime(expiry, "%Y%m%d")
         except ValueError:
             raise BookError(f"{where}.expiry: expected YYYYMMDD, got {expiry!r}") from None
-        strike = float(_require(row, where, "strike", (int, float)))
+        strike = _number(row, where, "strike")
         if strike <= 0:
             raise BookError(f"{where}.strike: must be > 0, got {strike}")
         right = _require(row, where, "right", str)
         if right not in ("C", "P"):
             raise BookError(f"{where}.right: must be 'C' or 'P', got {right!r}")
         multiplier = row.get("multiplier", 100)
-        if not isinstance(multiplier, int) or multiplier <= 0:
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier <= 0:
             raise BookError(f"{where}.multiplier: must be a positive integer, got {multiplier!r}")
         contract = BookContract(conid, symbol, "OPT", expiry, strike, right, multiplier)
-    avg_cost = row.get("avg_cost")
-    if avg_cost is None:
+    if row.get("avg_cost") is None:
         avg_cost = und.price if sec_type == "STK" else 0.0
-    elif isinstance(avg_cost, bool) or not isinstance(avg_cost, (int, float)):
-        raise BookError(f"{where}.avg_cost: expected number, got {avg_cost!r}")
-    return BookPosition(account, contract, position, float(avg_cost), strategy_id)
+    else:
+        avg_cost = _number(row, where, "avg_cost")
+    return BookPosition(account, contract, position, avg_cost, strategy_id)
 
 
 def load_book(spec: str) -> Book:

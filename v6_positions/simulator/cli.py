@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 
-from v6_positions.simulator.book import BookError, load_book
+from v6_positions.simulator.book import Book, BookError, load_book
 from v6_positions.simulator.control import ControlServer
 from v6_positions.simulator.server import GatewaySimulator
 
@@ -53,7 +53,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args, book))
 
 
-async def _serve(args: argparse.Namespace, book) -> int:
+async def _serve(args: argparse.Namespace, book: Book) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

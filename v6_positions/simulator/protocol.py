@@ -9,7 +9,6 @@ from __future__ import annotations
 from enum import IntEnum
 
 SERVER_VERSION = 176  # 176..178 differ only in order messages; official clients switch to protobuf at 201
-MIN_CLIENT_VERSION = 100
 
 
 class In(IntEnum):

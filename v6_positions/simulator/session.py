@@ -121,7 +121,7 @@ class ClientSession:
     async def _handshake(self) -> bool:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             low, high, options = await read_handshake(self.reader)
-            if not low <= protocol.SERVER_VERSION <= high or high < protocol.MIN_CLIENT_VERSION:
+            if not low <= protocol.SERVER_VERSION <= high:
                 self.sim.counters.bad_input += 1
                 log.warning(
                     "client %s offers versions %d..%d without %d; closing it",
@@ -131,7 +131,12 @@ class ClientSession:
                     protocol.SERVER_VERSION,
                 )
                 return False
-            self.send([protocol.SERVER_VERSION, time.strftime("%Y%m%d %H:%M:%S") + " Greenwich Mean Time"])
+            self.send(
+                [
+                    protocol.SERVER_VERSION,
+                    time.strftime("%Y%m%d %H:%M:%S", time.gmtime()) + " Greenwich Mean Time",
+                ]
+            )
             fields = await read_frame(self.reader)
         self.sim.counters.messages_received += 1
         self.messages_received += 1

@@ -20,6 +20,7 @@ from v6_positions.lake.tables import read_table
 OPS_PER_PROCESS = 500
 SINGLE_INSERTS = 20
 CHUNK = 25
+WORKERS = 2
 
 
 def conids_of(worker: int) -> range:
@@ -36,11 +37,23 @@ def expected_status(conid: int) -> str:
     return "done" if conid % 3 == 0 else "failed"
 
 
-def run_worker(root: str, worker: int, start_at: float) -> None:
+def start_together(barrier: Path, worker: int, timeout_s: float = 60.0) -> None:
+    """Announce this worker is ready, then wait (bounded) until every worker is: imports and table
+    opening take seconds on a loaded machine, and a fixed start time would let one finish alone."""
+    (barrier / f"ready-{worker}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(barrier.glob("ready-*"))) < WORKERS:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the other worker did not get ready within {timeout_s}s")
+        time.sleep(0.005)
+
+
+def run_worker(root: str, worker: int, barrier: Path) -> None:
     queue = PositionQueue(root)
+    queue.version()  # open the table before the race starts
     conids = list(conids_of(worker))
     assert len(conids) == OPS_PER_PROCESS
-    time.sleep(max(0.0, start_at - time.time()))  # both processes start together
+    start_together(barrier, worker)
     for conid in conids[:SINGLE_INSERTS]:
         queue.insert(conid, "SPY", account="DU1", position=float(worker + 1))
         _mark_owned(queue, [conid])
@@ -66,10 +79,11 @@ def _mark_owned(queue: PositionQueue, conids: list[int]) -> None:
 def test_two_processes_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
     root = str(tmp_path / "lake")
     PositionQueue(root).insert(999_999, "WARMUP", account="DU0")  # create the table before the race
-    start_at = time.time() + 3.0
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
-        subprocess.Popen([sys.executable, __file__, root, str(worker), str(start_at)], stderr=subprocess.PIPE)
-        for worker in (0, 1)
+        subprocess.Popen([sys.executable, __file__, root, str(worker), str(barrier)], stderr=subprocess.PIPE)
+        for worker in range(WORKERS)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
@@ -92,4 +106,4 @@ def test_two_processes_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> Non
 
 
 if __name__ == "__main__":
-    run_worker(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
+    run_worker(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))

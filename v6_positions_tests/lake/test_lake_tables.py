@@ -56,3 +56,31 @@ def test_wrong_column_type_is_named(tmp_path: Path) -> None:
     frame.write_delta(f"{root}/positions")
     with pytest.raises(LakeSchemaError, match="conid is string not long"):
         table_version(root, "positions")
+
+
+def test_lake_root_that_is_a_file_is_refused_for_reads_and_writes(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    root.write_text("not a directory")
+    with pytest.raises(LakeSchemaError, match=r"'position_queue' at .*lake/position_queue: the lake root"):
+        read_table(str(root), "position_queue")  # not silently "no table yet"
+    with pytest.raises(LakeSchemaError, match=r"'strategy_registry' at .*is a file, not a directory"):
+        StrategyRegistry(str(root)).add_active(1, "SPY", "C", 500.0, "20261218", 1)
+    assert root.read_text() == "not a directory"
+
+
+def test_corrupt_delta_log_names_table_and_uri(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    log_dir = root / "position_queue" / "_delta_log"
+    log_dir.mkdir(parents=True)
+    (log_dir / f"{0:020d}.json").write_text("garbage{")
+    with pytest.raises(LakeSchemaError) as info:
+        read_table(str(root), "position_queue")
+    message = str(info.value)
+    assert message.startswith(f"table 'position_queue' at {root}/position_queue: cannot be opened")
+
+
+def test_empty_delta_log_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    (root / "streamed_positions" / "_delta_log").mkdir(parents=True)
+    with pytest.raises(LakeSchemaError, match="not a Delta table \\(no commit in _delta_log\\)"):
+        table_version(str(root), "streamed_positions")

@@ -44,8 +44,8 @@ def test_registry_refuses_bad_leg(tmp_path: Path, field: str, value: object) -> 
     registry = StrategyRegistry(str(tmp_path))
     with pytest.raises(InvalidRowError) as info:
         registry.add_active(**{**GOOD_LEG, field: value})
-    assert field in str(info.value) and repr(value) in str(info.value)
-    assert info.value.field == field
+    assert str(info.value).startswith(f"strategy_registry: {field}={value!r}: ")
+    assert info.value.field == field and info.value.table == "strategy_registry"
     assert table_version(str(tmp_path), "strategy_registry") == -1
 
 
@@ -79,7 +79,7 @@ def test_queue_batch_with_one_bad_row_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InvalidRowError) as info:
         queue.insert_many(items)
     assert info.value.row_index == 637
-    assert "row 637" in str(info.value) and "right='Z'" in str(info.value)
+    assert str(info.value).startswith("position_queue row 637: right='Z': ")
     assert queue.version() == version
     assert queue.keys() == [("", 1)]
 
@@ -91,7 +91,7 @@ def test_queue_batch_with_one_bad_row_writes_nothing(tmp_path: Path) -> None:
 def test_queue_insert_refuses_bad_field(tmp_path: Path, field: str, value: object) -> None:
     queue = PositionQueue(str(tmp_path))
     kwargs = {"conid": 5, "symbol": "SPY", field: value}
-    with pytest.raises(InvalidRowError, match=field):
+    with pytest.raises(InvalidRowError, match=f"^position_queue row 0: {field}="):
         queue.insert(**kwargs)
     assert queue.version() == -1
 
@@ -107,12 +107,12 @@ def test_stock_strike_zero_and_empty_right_mean_none(tmp_path: Path) -> None:
 
 def test_history_refuses_bad_rows_before_buffering(tmp_path: Path) -> None:
     writer = HistoryWriter(str(tmp_path))
-    with pytest.raises(InvalidRowError, match="conid=-1"):
+    with pytest.raises(InvalidRowError, match="^streamed_positions: conid=-1: "):
         writer.append(PositionRow(account="A", conid=-1, symbol="SPY"))
     good = PositionRow(account="A", conid=1, symbol="SPY", event_time=datetime.now(UTC))
-    with pytest.raises(InvalidRowError, match="row 1: sec_type='NOPE'"):
+    with pytest.raises(InvalidRowError, match="^streamed_positions row 1: sec_type='NOPE'"):
         writer.extend([good, PositionRow(account="A", conid=2, symbol="SPY", sec_type="NOPE")])
     assert writer.buffered == 0
-    with pytest.raises(InvalidRowError, match="row 0: symbol=''"):
+    with pytest.raises(InvalidRowError, match="^queued_positions row 0: symbol=''"):
         write_rows(str(tmp_path), "queued_positions", [PositionRow(account="A", conid=3, symbol="")])
     assert table_version(str(tmp_path), "queued_positions") == -1

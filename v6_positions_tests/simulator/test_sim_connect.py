@@ -116,6 +116,10 @@ def test_connect_with_several_accounts() -> None:
             assert {p.contract.conId for p in ib.positions()} == {1, 2, 756733}
             assert {i.contract.conId for i in ib.portfolio()} == {2, 756733}
             assert {v.account for v in ib.accountValues()} >= {"DU2000001", "DU2000002", "DU2000003"}
+            summary = await asyncio.wait_for(ib.accountSummaryAsync(), 5)
+            net_liq = {v.account: float(v.value) for v in summary if v.tag == "NetLiquidation"}
+            assert set(net_liq) == {"DU2000001", "DU2000002", "DU2000003"}
+            assert all(value > 0 for value in net_liq.values())
         finally:
             ib.disconnect()
         # without account= and with several accounts ib_async skips reqAccountUpdates, still connects fast
@@ -168,11 +172,27 @@ def test_bad_book_rows_are_refused_naming_row_and_field(tmp_path) -> None:
         ({"expiry": "2026-12-18"}, "positions[1].expiry"),
         ({"symbol": "ZZZ"}, "positions[1].symbol"),
         ({"position": "ten"}, "positions[1].position"),
+        ({"strike": float("nan")}, "positions[1].strike: must be a finite number"),
+        ({"position": float("inf")}, "positions[1].position: must be a finite number"),
+        ({"avg_cost": float("nan")}, "positions[1].avg_cost: must be a finite number"),
+        ({"multiplier": True}, "positions[1].multiplier"),
+        ({"avg_cst": 250.0}, "positions[1].avg_cst: unknown field"),  # a typo is not silently ignored
     ]
     for change, where in cases:
         path = tmp_path / "book.json"
         bad_row = {**good_row, "conid": 2, **change}
         path.write_text(json.dumps({**base, "positions": [good_row, bad_row]}))
+        with pytest.raises(BookError, match=re.escape(where)):
+            load_book(str(path))
+    underlying_cases = [
+        ([{"symbol": "SPY", "price": 500, "volatility": "high"}], "underlyings[0].volatility: expected"),
+        ([{"symbol": "SPY", "price": float("nan")}], "underlyings[0].price: must be a finite number"),
+        ([{"symbol": "SPY", "price": 500}, {"symbol": "SPY", "price": 501}], "underlyings[1].symbol: 'SPY'"),
+        ([{"symbol": "SPY", "price": 500, "exchange": 7}], "underlyings[0].exchange: expected str"),
+    ]
+    for underlyings, where in underlying_cases:
+        path = tmp_path / "book.json"
+        path.write_text(json.dumps({**base, "underlyings": underlyings, "positions": [good_row]}))
         with pytest.raises(BookError, match=re.escape(where)):
             load_book(str(path))
     with pytest.raises(BookError, match="invalid JSON"):

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -79,17 +81,15 @@ def test_simulate_parser_defaults_avoid_ib_ports() -> None:
     assert args.handler is cli.run_simulate
 
 
-def test_simulate_command_prints_listening_and_stops_on_sigterm() -> None:
-    code = (
-        "import argparse, sys; from v6_positions.simulator import cli; p = argparse.ArgumentParser(); "
-        "cli.register(p.add_subparsers(dest='command')); a = p.parse_args(sys.argv[1:]); "
-        "sys.exit(a.handler(a))"
-    )
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_simulate_command_prints_listening_and_stops_on_a_signal(stop_signal: signal.Signals) -> None:
+    # The real entry point, with a pipe for stdout and no PYTHONUNBUFFERED: the line must be flushed.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            code,
+            "-m",
+            "v6_positions.cli",
             "simulate",
             "--port",
             "0",
@@ -106,18 +106,56 @@ def test_simulate_command_prints_listening_and_stops_on_sigterm() -> None:
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
     try:
         assert proc.stdout is not None
         listening = proc.stdout.readline()
-        assert listening.startswith("listening on 127.0.0.1:")
+        assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+\n", listening)
+        port = int(listening.rsplit(":", 1)[1])
         control = int(proc.stdout.readline().rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # it accepts connections once it says so
         stats = _call(control, "GET", "/stats")
         assert stats["max_lines"] == 5 and stats["positions"] == 20
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_simulate_refuses_a_bad_book_file_at_start_naming_row_and_field(tmp_path) -> None:
+    book = {
+        "accounts": ["DU1"],
+        "underlyings": [{"symbol": "SPY", "price": 500}],
+        "positions": [
+            {
+                "account": "DU1",
+                "conid": 1,
+                "symbol": "SPY",
+                "expiry": "20301220",
+                "strike": 600,
+                "right": "C",
+                "position": 1,
+            },
+            {
+                "account": "DU1",
+                "conid": 2,
+                "symbol": "SPY",
+                "expiry": "20301220",
+                "strike": 600,
+                "right": "C",
+                "position": 1,
+                "avg_cst": 12.0,
+            },
+        ],
+    }
+    path = tmp_path / "book.json"
+    path.write_text(json.dumps(book))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate", "--book", str(path), "--port", "0", "--control-port", "0"])
+    with pytest.raises(ValueError, match=re.escape(f"book file {path}: positions[1].avg_cst: unknown field")):
+        args.handler(args)

@@ -37,8 +37,10 @@ def test_1101_drops_subscriptions_and_1102_keeps_them(sim) -> None:
             assert stats["account_updates_holder"] is None  # account data lost too, must be re-requested
             updated: list = []
             ib.pendingTickersEvent += updated.extend
-            await asyncio.sleep(0.6)  # > two tick intervals: nothing may arrive for dropped streams
-            assert updated == []
+            steps = sim.stats()["market_steps"]
+            await wait_until(lambda: sim.stats()["market_steps"] >= steps + 2)  # two tick rounds went by
+            await asyncio.wait_for(ib.reqCurrentTimeAsync(), 5)  # and everything sent before it was read
+            assert updated == []  # nothing arrived for the dropped streams
             assert ib.isConnected()
         finally:
             ib.disconnect()
@@ -51,21 +53,21 @@ def test_restart_refuses_then_accepts(sim) -> None:
         ib = await connect_ib(sim.port)
         closed = asyncio.Event()
         ib.disconnectedEvent += closed.set
+        restarted = time.monotonic()
         sim.restart(1.0)
         await asyncio.wait_for(closed.wait(), 3)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", sim.port), timeout=2).close()
         assert sim.stats()["accepting"] is False
-        started = time.monotonic()
         while True:  # a client retrying as ib_async users do
             try:
                 ib = await connect_ib(sim.port, client_id=1)
                 break
             except (ConnectionRefusedError, OSError):
-                assert time.monotonic() - started < 5
+                assert time.monotonic() - restarted < 10
                 await asyncio.sleep(0.1)
         try:
-            assert time.monotonic() - started >= 0.5
+            assert time.monotonic() - restarted >= 0.95  # refused for the whole down time
             assert len(ib.positions()) == len(sim.book.positions)
         finally:
             ib.disconnect()

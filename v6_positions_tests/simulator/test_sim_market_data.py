@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from conftest import connect_ib, wait_until
 from ib_async import Contract
 
-from v6_positions.simulator import demo_strategy_legs
+from v6_positions.simulator import GatewaySimulator, SimulatorThread, demo_strategy_legs, load_book
+from v6_positions.simulator.market import Market
+from v6_positions.simulator.pricing import RISK_FREE_RATE, black_scholes, years_to_expiry
 
 
 def _option_contracts(sim, count: int) -> list[Contract]:
@@ -55,8 +58,6 @@ def test_100_streams_tick_and_the_101st_gets_error_101_and_no_data(sim) -> None:
 
 
 def test_lines_are_counted_across_clients() -> None:
-    from v6_positions.simulator import SimulatorThread, load_book
-
     async def main(running) -> None:
         errors_b: list = []
         a = await connect_ib(running.port, client_id=1)
@@ -154,3 +155,53 @@ def test_pnl_single_answers_for_a_position(sim) -> None:
             ib.disconnect()
 
     asyncio.run(main())
+
+
+def test_a_snapshot_holds_its_line_until_tick_snapshot_end() -> None:
+    async def main() -> None:
+        async with GatewaySimulator(load_book("demo"), max_lines=1, snapshot_delay=0.5) as sim:
+            errors: list = []
+            ib = await connect_ib(sim.port, errors=errors)
+            try:
+                first, second = (
+                    Contract(conId=leg.conid, exchange="SMART") for leg in demo_strategy_legs(sim.book)[:2]
+                )
+                snapshot = ib.reqMktData(first, "", True, False)
+                refused = ib.reqMktData(second)  # sent while the snapshot still holds the only line
+                await wait_until(lambda: any(code == 101 for _, code, _ in errors))
+                assert snapshot.bid > 0  # its ticks came first; the 101 proves it held the only line
+                await wait_until(lambda: sim.stats()["lines_in_use"] == 0)  # tickSnapshotEnd freed it
+                assert refused.bid != refused.bid  # NaN: the refused stream got no data
+                ib.cancelMktData(second)
+                streamed = ib.reqMktData(second)
+                await wait_until(lambda: streamed.bid > 0)
+                assert [code for _, code, _ in errors if code < 2000] == [101]
+            finally:
+                ib.disconnect()
+
+    asyncio.run(main())
+
+
+def test_prices_are_a_seeded_deterministic_walk_and_options_follow_the_model() -> None:
+    book = load_book("demo")
+    contracts = [book.contracts[leg.conid] for leg in demo_strategy_legs(book)]
+
+    def walk(seed: int, steps: int = 30) -> list[tuple[float, float, float]]:
+        market = Market(book, seed)
+        for _ in range(steps):
+            market.step()
+        return [(q.bid, q.ask, q.und_price) for q in map(market.quote, contracts)]
+
+    assert walk(7) == walk(7)
+    assert walk(7) != walk(8)
+    market = Market(book, 7)
+    spy = book.underlyings["SPY"]
+    call = next(c for c in contracts if c.symbol == "SPY" and c.right == "C")
+    years = years_to_expiry(call.expiry)
+    c = black_scholes(market.price("SPY"), call.strike, years, spy.volatility, "C")
+    p = black_scholes(market.price("SPY"), call.strike, years, spy.volatility, "P")
+    parity = market.price("SPY") - call.strike * math.exp(-RISK_FREE_RATE * years)
+    assert c.price - p.price == pytest.approx(parity, abs=1e-6)  # put-call parity
+    assert c.delta - p.delta == pytest.approx(1.0) and c.gamma == pytest.approx(p.gamma)
+    quote = market.quote(call)
+    assert quote.bid <= quote.greeks.price <= quote.ask and quote.greeks.implied_vol == spy.volatility
