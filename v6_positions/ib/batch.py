@@ -7,13 +7,13 @@ so it cannot take that (one-per-gateway) subscription from the stream. Runs on i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from ib_async import IB, PnLSingle
+from ib_async import IB, PnLSingle, Position
 
 from v6_positions.config import Settings
 from v6_positions.ib.holdings import parse_multiplier
@@ -22,6 +22,10 @@ from v6_positions.ib.values import clean_number
 from v6_positions.lake.history import PositionRow
 
 log = logging.getLogger(__name__)
+
+# reqPnLSingle requests per paced chunk: below IB's 50 messages/s, with room for the handful of messages
+# the connection itself sends.
+PACED_CHUNK = 40
 
 
 def fetch_positions_zero_line(
@@ -45,8 +49,9 @@ async def fetch_positions_zero_line_async(
 ) -> list[PositionRow]:
     """Rows (source="batch") for the held, non-zero positions, optionally only `conids`.
 
-    Market value and unrealized P&L come from reqPnLSingle; a position whose P&L did not arrive within
-    `timeout_s` still gets a row with position and average cost (values None), never invented numbers.
+    Market value and unrealized P&L come from reqPnLSingle, requested in paced chunks (see
+    `subscribe_pnl_paced`); a position whose P&L did not arrive within `timeout_s` of its chunk still gets a
+    row with position and average cost (values None), never invented numbers.
     """
     config = replace(SessionConfig.from_settings(settings), client_id=client_id, client_id_count=5)
     session = IBSession(config, IB(), fetch=BATCH_FETCH)
@@ -60,37 +65,70 @@ async def fetch_positions_zero_line_async(
             and (not settings.ib_account or p.account == settings.ib_account)
             and (wanted is None or p.contract.conId in wanted)
         ]
-        pnls = {
-            (p.account, p.contract.conId): ib.reqPnLSingle(p.account, "", p.contract.conId) for p in positions
-        }
-        await _wait_for_values(ib, list(pnls.values()), timeout_s)
+        pnls = await subscribe_pnl_paced(ib, [(p.account, p.contract.conId) for p in positions], timeout_s)
         now = datetime.now(UTC)
         rows = [_row(p, pnls[(p.account, p.contract.conId)], now) for p in positions]
-        for account, conid in pnls:
-            ib.cancelPnLSingle(account, "", conid)
+        missing = sum(1 for row in rows if row.market_value is None)
+        if missing:
+            log.warning("zero-line fetch: P&L missing for %d of %d positions", missing, len(rows))
         log.info("zero-line fetch: %d positions on clientId %s", len(rows), session.client_id)
         return rows
     finally:
+        # Closing the connection ends every subscription of this client, so no cancelPnLSingle is spent
+        # from the pacing budget (2,000 cancels would double the fetch time for nothing).
         await session.close()
 
 
-async def _wait_for_values(ib: IB, pnls: list[PnLSingle], timeout_s: float) -> None:
+async def subscribe_pnl_paced(
+    ib: IB, keys: Sequence[tuple[str, int]], timeout_s: float, chunk: int = PACED_CHUNK
+) -> dict[tuple[str, int], PnLSingle]:
+    """reqPnLSingle for every (account, conid), at most `chunk` requests at a time.
+
+    IB allows 50 messages per second and answers error 100 past it. ib_async throttles at 45/s by the
+    time it sends, but the gateway counts by the time it reads, so a burst can arrive bunched. Here the
+    next chunk leaves only after the previous chunk was answered (so the gateway has read it) and a full
+    second has passed since: no one-second window on the gateway's side ever holds more than one chunk.
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while any(math.isnan(p.value) for p in pnls):
-        left = deadline - loop.time()
-        if left <= 0:
-            missing = sum(1 for p in pnls if math.isnan(p.value))
-            log.warning("zero-line fetch: P&L missing for %d of %d positions after %.0fs", missing, len(pnls),
-                        timeout_s)
-            return
-        try:
-            await asyncio.wait_for(ib.pnlSingleEvent, min(left, 0.5))
-        except TimeoutError:
-            pass
+    pnls: dict[tuple[str, int], PnLSingle] = {}
+    answered: set[tuple[str, int]] = set()
+    wake = asyncio.Event()
+
+    def on_pnl(pnl: PnLSingle) -> None:
+        answered.add((pnl.account, pnl.conId))
+        wake.set()
+
+    def on_error(req_id: int, code: int, message: str, contract: object = None) -> None:
+        pnl = ib.wrapper.reqId2PnlSingle.get(req_id)  # an error naming our request answers it: no P&L comes
+        if pnl is not None:
+            log.warning("zero-line fetch: no P&L for conid=%s: %s %s", pnl.conId, code, message)
+            on_pnl(pnl)
+
+    ib.pnlSingleEvent += on_pnl
+    ib.errorEvent += on_error
+    try:
+        quiet_until = 0.0
+        for start in range(0, len(keys), chunk):
+            await asyncio.sleep(max(0.0, quiet_until - loop.time()))
+            batch = keys[start:start + chunk]
+            for account, conid in batch:
+                pnls[(account, conid)] = ib.reqPnLSingle(account, "", conid)
+            deadline = loop.time() + timeout_s
+            while not answered.issuperset(batch) and loop.time() < deadline:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), deadline - loop.time())
+            if not answered.issuperset(batch):
+                unanswered = len(set(batch) - answered)
+                log.warning("zero-line fetch: %d P&L requests unanswered after %.0fs", unanswered, timeout_s)
+            quiet_until = loop.time() + 1.0
+    finally:
+        ib.pnlSingleEvent -= on_pnl
+        ib.errorEvent -= on_error
+    return pnls
 
 
-def _row(position, pnl: PnLSingle, now: datetime) -> PositionRow:
+def _row(position: Position, pnl: PnLSingle, now: datetime) -> PositionRow:
     contract = position.contract
     quantity = float(position.position)
     value = clean_number(pnl.value)

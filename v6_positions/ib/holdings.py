@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from ib_async import Contract, PortfolioItem, Position
@@ -25,7 +25,6 @@ class Holding:
     unrealized_pnl: float | None = None
     realized_pnl: float | None = None
     payload_time: datetime | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def key(self) -> HoldingKey:

@@ -4,8 +4,13 @@
 - Reconnects when the socket drops, when the heartbeat (reqCurrentTime) fails, and when the gateway reports
   its IB link lost (1100/2110) and no restore (1101/1102) follows within `connectivity_grace_s` — the nightly
   reset stops data for minutes without dropping the socket, so 1100 alone does not tear the socket down.
-- Backoff is exponential with jitter; a clientId in use (326) moves to the next id of the range at once.
-- The supervisor loop is also the heartbeat, so probing never stops while disconnected (LEAN's 3-day outage).
+- Backoff is exponential with jitter and only resets once a heartbeat proved the new connection healthy, so
+  a gateway that accepts and drops at once is not hammered; a clientId in use (326) moves to the next id of
+  the range at once, and backs off only when every id of the range was busy.
+- The supervisor loop is also the heartbeat, so probing never stops while disconnected (LEAN's 3-day outage),
+  and it survives any error of its own (logged, then retried after the backoff).
+- Requests are throttled at 40 messages/s (ib_async's default is 45) to leave IB's 50/s limit some room when
+  a burst (start-up subscriptions, a 1101 replay) reaches the gateway bunched.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 STREAM_FETCH = StartupFetch.POSITIONS | StartupFetch.ACCOUNT_UPDATES
 # Batch clients must not take the account updates subscription from the stream (only one per gateway).
 BATCH_FETCH = StartupFetch.POSITIONS
+# ib_async's client throttle (messages per second); IB's limit is 50 (error 100 past it).
+MAX_MESSAGES_PER_S = 40
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,14 +108,16 @@ class ClientIdRange:
         self._index = (self._index + 1) % len(self._ids)
         return self.current
 
+    @property
+    def wrapped(self) -> bool:
+        """Back at the first id: every id of the range was tried."""
+        return self._index == 0
+
 
 class ConnectResult(enum.Enum):
     CONNECTED = "connected"
     CLIENT_ID_IN_USE = "client_id_in_use"
     FAILED = "failed"
-
-
-Callback = Callable[[], Awaitable[None] | None]
 
 
 class IBSession:
@@ -136,10 +145,12 @@ class IBSession:
         self._link_lost_at: float | None = None
         self._connect_errors: list[int] = []
         self._tasks: set[asyncio.Task] = set()
+        self._unproven = False  # the last attempt failed, or the last connection was never proven healthy
         self.connects = 0
         self.reconnects = 0
         self.last_heartbeat_at: float | None = None
         self.last_connect_error: str | None = None
+        self.ib.client.MaxRequests = MAX_MESSAGES_PER_S
         self.ib.disconnectedEvent += self._handle_disconnected
         self.ib.errorEvent += self._handle_error
 
@@ -167,25 +178,39 @@ class IBSession:
         stop_task = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                if not self.connected:
-                    result = await self._connect_once(stop_task)
-                    if stop.is_set():
-                        break
-                    if result is ConnectResult.CLIENT_ID_IN_USE:
-                        continue  # next id right away: a busy id is no reason to wait
-                    if result is ConnectResult.FAILED:
-                        delay = self._backoff.next_delay()
-                        log.warning("IB connect failed (%s); retry in %.1fs", self.last_connect_error, delay)
-                        await self._sleep(delay, stop_task)
-                        continue
-                    await self._after_connect()
-                    continue
-                await self._sleep(self._next_wake_in(), stop_task)
-                if stop.is_set():
-                    break
-                await self._check_connection()
+                try:
+                    await self._supervise_once(stop, stop_task)
+                except Exception:  # the supervisor must outlive its own bugs: a dead one never reconnects
+                    log.exception("IB session supervisor failed; retrying")
+                    self._unproven = True
+                    if self.ib.isConnected():
+                        self.ib.disconnect()
         finally:
             stop_task.cancel()
+
+    async def _supervise_once(self, stop: asyncio.Event, stop_task: asyncio.Future) -> None:
+        if not self.connected:
+            if self._unproven:
+                delay = self._backoff.next_delay()
+                log.warning("IB connect: retry in %.1fs (%s)", delay, self.last_connect_error)
+                await asyncio.wait({stop_task}, timeout=delay)  # only stop cuts a backoff short
+                self._wake.clear()  # wake-ups while disconnected were about this very disconnect
+                if stop.is_set():
+                    return
+            result = await self._connect_once(stop_task)
+            if stop.is_set():
+                return
+            if result is ConnectResult.CLIENT_ID_IN_USE:
+                # The next id right away; once every id of the range was busy, back off like any failure.
+                self._unproven = self._unproven or self._ids.wrapped
+                return
+            self._unproven = True  # until a heartbeat proves this connection healthy
+            if result is ConnectResult.CONNECTED:
+                await self._after_connect()
+            return
+        await self._sleep(self._next_wake_in(), stop_task)
+        if not stop.is_set():
+            await self._check_connection()
 
     async def connect(self, attempts: int | None = None) -> None:
         """One-shot connect for short-lived clients (batch, benchmarks): tries each id of the range once
@@ -264,7 +289,6 @@ class IBSession:
         self.connects += 1
         if not first:
             self.reconnects += 1
-        self._backoff.reset()
         self._link_lost_at = None
         self.last_heartbeat_at = time.monotonic()
         log.info("connected clientId=%s (%s)", self._ids.current, "first" if first else "reconnect")
@@ -302,6 +326,9 @@ class IBSession:
         try:
             await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.config.heartbeat_timeout_s)
             self.last_heartbeat_at = time.monotonic()
+            if self._link_lost_at is None:  # healthy: the next drop reconnects at once, backoff from scratch
+                self._unproven = False
+                self._backoff.reset()
         except (TimeoutError, ConnectionError) as exc:
             log.warning("heartbeat failed (%r); reconnecting", exc)
             if self.ib.isConnected():

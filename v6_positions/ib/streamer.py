@@ -43,7 +43,7 @@ class StreamStatus:
     demoted: dict[int, str]
     unfit: list[int]
     last_update_at: datetime | None
-    # Beyond INTERFACES.md: what the status line and tests need.
+    # Detail for the status line, the Dagster checks and the tests.
     client_id: int = 0
     synced: bool = False
     updates_received: int = 0
@@ -95,7 +95,6 @@ class PositionStreamer:
         self._synced = False
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
         self.synced_event = asyncio.Event()  # set after each completed resync (tests wait on it)
         self.last_update_at: datetime | None = None
         self._wire_events()
@@ -150,8 +149,12 @@ class PositionStreamer:
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     async def _on_connected(self, first: bool) -> None:
-        """Rebuild everything from what IB just sent (positions, portfolio), then route and subscribe."""
+        """Rebuild everything from what IB just sent (positions, portfolio), then route and subscribe.
+
+        The registry is read first: from reading `ib.positions()` to `_synced = True` nothing awaits, so no
+        positionEvent can slip between the snapshot and the live handlers."""
         self.subs.connection_lost()  # ib_async dropped every Ticker on disconnect; IB freed the lines
+        await self._refresh_registry(force=True)
         previous = self._holdings
         self._holdings = {}
         for position in self.ib.positions():
@@ -164,7 +167,6 @@ class PositionStreamer:
         for key in previous.keys() - self._holdings.keys():
             # Closed while we were away: record the close like a live one.
             self._record_close(previous[key], was_streamed=key[1] in self.subs.desired)
-        await self._refresh_registry(force=True)
         self._synced = True
         await self._reconcile()
         await self.queue_buffer.flush()  # start-up routing lands in ONE commit
@@ -204,8 +206,6 @@ class PositionStreamer:
         await self.session.close()  # no more events after this: everything received is in the dispatcher
         await self.dispatcher.drain_and_close()
         await self.queue_buffer.flush()
-        for task in list(self._tasks):
-            task.cancel()
         log.info(
             "stopped: %d updates received, %d dispatched, %d handler errors, %d queue rows written",
             self.dispatcher.received, self.dispatcher.dispatched, self.dispatcher.errors,
@@ -269,8 +269,14 @@ class PositionStreamer:
         while not stop.is_set():
             await self._dirty.wait()
             self._dirty.clear()
-            if self._synced:
+            if not self._synced:
+                continue
+            try:
                 await self._reconcile()
+            except Exception:  # one bad reconcile must not end following change for the whole run
+                log.exception("reconcile failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self._mark_dirty()
 
     def _mark_dirty(self) -> None:
         self._dirty.set()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import polars as pl
+from ib_async import Contract
 
 
 def test_restart_with_five_seconds_down_reconnects_and_resumes(sim, kit):
@@ -48,8 +50,10 @@ def test_1101_resubscribes_and_1102_changes_nothing(sim, kit):
             sim.connectivity(1100)
             sim.connectivity(1102)
             await kit.until(lambda: not streamer.session.link_lost, timeout=5)
-            await asyncio.sleep(0)  # let any (wrong) reaction reach the wire before counting
-            await kit.until(lambda: streamer.status().updates_received > 0)
+            # A round trip after the 1102 (not reqCurrentTime: ib_async keys that one future by name and the
+            # heartbeat shares it): any (wrong) reaction sent before it has reached the gateway.
+            conid = next(iter(sim.stats()["subscriptions_by_conid"]))
+            assert await asyncio.wait_for(streamer.ib.reqContractDetailsAsync(Contract(conId=int(conid))), 5)
             stats = sim.stats()
             assert stats["subscribe_count"] == subscribed and stats["lines_in_use"] == 12
             assert all(n == 1 for n in stats["subscriptions_by_conid"].values())
@@ -115,3 +119,61 @@ def test_client_id_in_use_moves_to_the_next_id(sim, kit):
 
     asyncio.run(scenario())
     assert sim.stats()["errors"].get("326") == 1
+
+
+def test_every_client_id_busy_backs_off_then_connects_when_one_frees(sim, kit):
+    from dataclasses import replace
+
+    from ib_async import IB
+
+    from v6_positions.ib.session import SessionConfig
+
+    settings = kit.settings(sim.port, ib_client_id=50)
+    config = replace(SessionConfig.from_settings(settings), client_id_count=2, backoff_base_s=0.2,
+                     backoff_cap_s=1.0, heartbeat_interval_s=1.0)
+    streamer = kit.streamer(settings, session_config=config)
+
+    async def scenario():
+        holders = [IB(), IB()]
+        for client_id, holder in zip((50, 51), holders, strict=True):
+            await holder.connectAsync("127.0.0.1", sim.port, clientId=client_id, readonly=True)
+        try:
+            async with kit.running(streamer):
+                await kit.until(lambda: sim.stats()["errors"].get("326", 0) >= 4, what="tried both ids twice")
+                await asyncio.sleep(1.0)  # the span over which the retries are counted
+                busy = sim.stats()["errors"]["326"]
+                assert busy <= 10, f"{busy} attempts in ~2s: retrying busy ids without backoff"
+                holders[1].disconnect()
+                await kit.until(lambda: streamer.status().synced, timeout=10, what="connected on 51")
+                assert streamer.status().client_id == 51
+        finally:
+            for holder in holders:
+                holder.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_resync_that_keeps_failing_reconnects_with_backoff(sim, kit):
+    kit.register_demo_legs(sim, count=2)
+    streamer = kit.streamer(kit.settings(sim.port))
+    real_refresh = streamer.registry.refresh
+    broken_until = [float("inf")]
+
+    def refresh() -> bool:  # the lake is unreachable for a while: every resync after connect fails
+        if time.monotonic() < broken_until[0]:
+            raise OSError("lake unreachable")
+        return real_refresh()
+
+    streamer.registry.refresh = refresh
+
+    async def scenario():
+        async with kit.running(streamer):
+            await kit.until(lambda: sim.stats()["connections_accepted"] >= 2, what="a failed resync")
+            await asyncio.sleep(1.0)
+            accepted = sim.stats()["connections_accepted"]
+            assert accepted <= 6, f"{accepted} connections in ~2s: reconnecting without backoff"
+            broken_until[0] = 0.0
+            await kit.until(lambda: streamer.status().synced and streamer.status().lines_in_use == 2,
+                            timeout=10, what="synced once the lake is back")
+
+    asyncio.run(scenario())

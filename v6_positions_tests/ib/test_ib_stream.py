@@ -142,3 +142,33 @@ def test_duplicate_registry_rows_stream_once(sim, kit):
     asyncio.run(scenario())
     assert sim.stats()["max_lines_in_use"] == 2
     assert set(kit.table("streamed_positions")["conid"].unique()) == set(legs)
+
+
+def test_a_failed_subscribe_does_not_stop_following_the_registry(sim, kit):
+    from v6_positions.lake import StrategyRegistry
+
+    kit.register_demo_legs(sim, count=2)
+    extra = next(p.contract for p in sim.book.positions.values()
+                 if p.contract.sec_type == "OPT" and p.strategy_id is None)
+    streamer = kit.streamer(kit.settings(sim.port))
+    real_request = streamer.ib.reqMktData
+    failures: list[int] = []
+
+    def flaky_request(contract, *args, **kwargs):
+        if contract.conId == extra.conid and not failures:  # the socket broke mid-request, once
+            failures.append(contract.conId)
+            raise ConnectionError("Not connected")
+        return real_request(contract, *args, **kwargs)
+
+    streamer.ib.reqMktData = flaky_request
+
+    async def scenario():
+        async with kit.running(streamer):
+            await kit.until(lambda: streamer.status().lines_in_use == 2, what="2 streams")
+            StrategyRegistry(kit.root).add_active(extra.conid, extra.symbol, extra.right, extra.strike,
+                                                  extra.expiry, 99)
+            await kit.until(lambda: sim.stats()["subscriptions_by_conid"].get(str(extra.conid)) == 1,
+                            timeout=8, what="streamed after the failed request")
+            assert failures == [extra.conid] and streamer.status().lines_in_use == 3
+
+    asyncio.run(scenario())
