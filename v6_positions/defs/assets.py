@@ -11,14 +11,12 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
-import polars as pl
 
 from v6_positions.defs.batch import refresh_contracts
 from v6_positions.defs.heartbeat import live_stream_run
-from v6_positions.defs.metadata import age_seconds, rows_markdown
+from v6_positions.defs.metadata import age_seconds, position_rows_frame, rows_markdown
 from v6_positions.defs.partitions import queued_contracts
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
-from v6_positions.lake.history import PositionRow
 from v6_positions.lake.positions import read_positions, refresh_positions
 from v6_positions.lake.queue import PositionQueue
 
@@ -103,7 +101,7 @@ def queued_positions(
             "stream_alive": stream is not None,
             "zero_line_fetch_error": outcome.fetch_error or "",
             "queue_backlog": backlog,
-            "latest_rows": rows_markdown(_frame(outcome.written)),
+            "latest_rows": rows_markdown(position_rows_frame(outcome.written)),
         }
     )
 
@@ -131,32 +129,4 @@ def positions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
             "refreshed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "latest_rows": rows_markdown(book),
         }
-    )
-
-
-def _frame(rows: list[PositionRow]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {
-                "symbol": r.symbol,
-                "right": r.right,
-                "strike": r.strike,
-                "expiry": r.expiry,
-                "position": r.position,
-                "market_price": r.market_price,
-                "source": r.source,
-                "event_time": r.event_time,
-            }
-            for r in rows
-        ],
-        schema={
-            "symbol": pl.String,
-            "right": pl.String,
-            "strike": pl.Float64,
-            "expiry": pl.String,
-            "position": pl.Float64,
-            "market_price": pl.Float64,
-            "source": pl.String,
-            "event_time": pl.Datetime("us", "UTC"),
-        },
     )

@@ -59,20 +59,26 @@ def lines_within_budget(
 )
 def active_legs_fresh(lake: LakeResource, thresholds: HealthThresholds) -> dg.AssetCheckResult:
     active = StrategyRegistry(lake.root_uri, lake.storage_options).active_conids()
-    # event_date is the UTC date of event_time; yesterday's partition covers any window under a day.
-    newest = newest_rows(lake, active, since=datetime.now(UTC).date() - timedelta(days=1))
-    held = newest.filter(pl.col("position").is_null() | (pl.col("position") != 0))
     now = datetime.now(UTC)
-    ages = {int(c): age_seconds(t, now) for c, t in held.select("conid", "event_time").iter_rows()}
-    stale = {conid: age for conid, age in ages.items() if age is None or age > thresholds.freshness_window_s}
+    # event_date is the UTC date of event_time; yesterday's partition covers any window under a day.
+    newest = newest_rows(lake, active, since=now.date() - timedelta(days=1))
+    ages = {int(c): age_seconds(t, now) for c, t in newest.select("conid", "event_time").iter_rows()}
+    closed = set(newest.filter(pl.col("position") == 0)["conid"].to_list())
+    # A leg the book holds but with no row since yesterday is judged by the book's (older) row: it is stale,
+    # not forgotten.
+    book = read_positions(lake.root_uri, lake.storage_options).filter(pl.col("conid").is_in(list(active)))
+    for conid, event_time in book.select("conid", "event_time").iter_rows():
+        ages.setdefault(int(conid), age_seconds(event_time, now))
+    held = {conid: age for conid, age in ages.items() if conid not in closed}
+    stale = {conid: age for conid, age in held.items() if age is None or age > thresholds.freshness_window_s}
     return dg.AssetCheckResult(
         passed=not stale,
         metadata={
             "active_legs": len(active),
-            "held_active_legs": len(ages),
+            "held_active_legs": len(held),
             "stale_legs": len(stale),
             "stale_conids": ", ".join(f"{c} ({a}s)" for c, a in sorted(stale.items())) or "none",
-            "oldest_age_s": max((a for a in ages.values() if a is not None), default=None),
+            "oldest_age_s": max((a for a in held.values() if a is not None), default=None),
             "freshness_window_s": thresholds.freshness_window_s,
         },
     )

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-_BOOK_COLUMNS = ("symbol", "right", "strike", "expiry", "position", "market_price", "source", "event_time")
+from v6_positions.lake.history import PositionRow
+
+BOOK_COLUMNS = ("symbol", "right", "strike", "expiry", "position", "market_price", "source", "event_time")
+QUEUE_COLUMNS = ("symbol", "right", "strike", "expiry", "position", "status", "attempts", "queued_at")
+REGISTRY_COLUMNS = ("conid", "symbol", "right", "strike", "expiry", "strategy_id", "updated_at")
 
 
 def rows_markdown(
-    frame: pl.DataFrame, limit: int = 10, columns: tuple[str, ...] = _BOOK_COLUMNS
+    frame: pl.DataFrame,
+    limit: int = 10,
+    columns: tuple[str, ...] = BOOK_COLUMNS,
+    newest_by: str = "event_time",
 ) -> dg.MarkdownMetadataValue:
-    """The `limit` newest rows (by event_time when present) as a markdown table."""
+    """The `limit` newest rows (by `newest_by` when the frame has it) as a markdown table."""
     if frame.is_empty():
         return dg.MetadataValue.md("_no rows_")
-    if "event_time" in frame.columns:
-        frame = frame.sort("event_time", descending=True, nulls_last=True)
+    if newest_by in frame.columns:
+        frame = frame.sort(newest_by, descending=True, nulls_last=True)
     shown = [c for c in columns if c in frame.columns]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in frame.head(limit).select(shown).iter_rows():
@@ -25,6 +33,23 @@ def rows_markdown(
     if frame.height > limit:
         lines.append(f"\n_{limit} newest of {frame.height} rows_")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def position_rows_frame(rows: Iterable[PositionRow]) -> pl.DataFrame:
+    """PositionRows as a frame of the book's columns (what `rows_markdown` shows)."""
+    return pl.DataFrame(
+        [{column: getattr(row, column) for column in BOOK_COLUMNS} for row in rows],
+        schema={
+            "symbol": pl.String,
+            "right": pl.String,
+            "strike": pl.Float64,
+            "expiry": pl.String,
+            "position": pl.Float64,
+            "market_price": pl.Float64,
+            "source": pl.String,
+            "event_time": pl.Datetime("us", "UTC"),
+        },
+    )
 
 
 def _cell(value: object) -> str:

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME, StreamRunState, judge_stream_runs
+from v6_positions.defs.metadata import QUEUE_COLUMNS, REGISTRY_COLUMNS, rows_markdown
 from v6_positions.defs.partitions import contract_from_key, contract_partition_key, queued_contracts
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision
 from v6_positions.defs.stream import position_stream_job
@@ -177,6 +178,7 @@ def _queue_metadata(queue: pl.DataFrame, version: int) -> dict[str, object]:
         "done": by_status.get("done", 0),
         "failed": by_status.get("failed", 0),
         "oldest_pending_age_s": round(time.time() - oldest.timestamp(), 1) if oldest is not None else None,
+        "latest_rows": rows_markdown(queue, columns=QUEUE_COLUMNS, newest_by="updated_at"),
     }
 
 
@@ -197,6 +199,7 @@ def _observe_registry(lake: LakeResource, cursor: SupervisorCursor) -> list[dg.A
                 "legs": legs.height,
                 "active_legs": active.height,
                 "strategies": active["strategy_id"].n_unique() if active.height else 0,
+                "latest_active_legs": rows_markdown(active, columns=REGISTRY_COLUMNS, newest_by="updated_at"),
             },
         )
     ]

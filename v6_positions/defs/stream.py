@@ -2,24 +2,33 @@
 
 The streamer (asyncio, ib_async) runs on its own event loop in a worker thread; the op's main thread only
 waits on it, stamps the heartbeat, and logs progress at a bounded rate. Keeping Dagster calls on the main
-thread matters twice: the run context is not thread-safe, and Dagster delivers termination (SIGTERM/SIGINT)
-to the main thread as DagsterExecutionInterruptedError, which we turn into a clean stop: cancel streams,
-flush buffered rows, disconnect.
+thread matters because the run context is not thread-safe.
+
+Stopping: while it streams, the op turns SIGINT/SIGTERM (Dagster's "Terminate", or Ctrl-C / SIGTERM reaching
+every process of `dagster dev` at once) into a clean stop: cancel streams, flush buffered rows, disconnect. A
+second signal during that stop cannot cut the flush short. The run then ends CANCELED, the way Dagster ends a
+run it was asked to terminate, not FAILURE ("interrupted unexpectedly"): nothing went wrong.
 """
 
 import asyncio
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from typing import NoReturn
 
 import dagster as dg
 
 from v6_positions.config import Settings
 from v6_positions.defs.heartbeat import STREAM_JOB_NAME, write_heartbeat
+from v6_positions.defs.metadata import position_rows_frame, rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
-from v6_positions.ib.handlers import DeltaLakePositionWriter
+from v6_positions.ib.handlers import DeltaLakePositionWriter, row_from_update
 from v6_positions.ib.streamer import PositionStreamer, StreamStatus
-from v6_positions.lake.history import HistoryWriter
+from v6_positions.ib.updates import PositionUpdate
+from v6_positions.lake.history import HistoryWriter, PositionRow
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 
@@ -30,7 +39,9 @@ CONNECTED_TAG = "v6/connected"
 
 _POLL_S = 0.5  # how often the main thread wakes: bounds shutdown latency, not the event rate
 _STOP_GRACE_S = 30.0  # time the streamer gets to cancel streams, flush and disconnect
-_FENCED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+_CANCELED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+_FENCED = (*_CANCELED, dg.DagsterRunStatus.FAILURE)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StreamConfig(dg.Config):
@@ -38,13 +49,31 @@ class StreamConfig(dg.Config):
     duration_s: float = 0.0
 
 
+class _LatestRows:
+    """A handler that keeps the newest row per contract, for the progress events' table (no storage read)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int], PositionRow] = {}
+        self._lock = threading.Lock()
+
+    async def on_position_update(self, update: PositionUpdate) -> None:
+        row = row_from_update(update)
+        with self._lock:
+            self._rows[(row.account, row.conid)] = row
+
+    def rows(self) -> list[PositionRow]:
+        with self._lock:
+            return list(self._rows.values())
+
+
 class _StreamThread(threading.Thread):
     """Builds the streamer on its own event loop (ib_async binds to the loop it is created on) and runs it."""
 
-    def __init__(self, settings: Settings, writer: HistoryWriter) -> None:
+    def __init__(self, settings: Settings, writer: HistoryWriter, latest: _LatestRows) -> None:
         super().__init__(name="v6-position-stream", daemon=True)
         self._settings = settings
         self._writer = writer
+        self._latest = latest
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -63,7 +92,9 @@ class _StreamThread(threading.Thread):
         s = self._settings
         registry = StrategyRegistry(s.lake_uri, s.lake_storage_options or None)
         queue = PositionQueue(s.lake_uri, s.lake_storage_options or None)
-        self.streamer = PositionStreamer(s, registry, queue, handlers=[DeltaLakePositionWriter(self._writer)])
+        self.streamer = PositionStreamer(
+            s, registry, queue, handlers=[DeltaLakePositionWriter(self._writer), self._latest]
+        )
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._ready.set()
@@ -106,22 +137,30 @@ def _status_metadata(status: StreamStatus | None, started: float) -> dict[str, o
 class _Reporter:
     """Heartbeat every `heartbeat_interval_s`, asset events every `progress_interval_s`: never per tick."""
 
-    def __init__(self, context: dg.OpExecutionContext, supervision: StreamSupervision) -> None:
+    def __init__(
+        self,
+        context: dg.OpExecutionContext,
+        supervision: StreamSupervision,
+        writer: HistoryWriter,
+        latest: _LatestRows,
+    ) -> None:
         self.context = context
         self.supervision = supervision
+        self.writer = writer
+        self.latest = latest
         self.started = time.monotonic()
         self._next_beat = 0.0
         self._next_progress = self.started + supervision.progress_interval_s
         self._rows_reported = 0
         self._queue_rows_reported = 0
 
-    def tick(self, status: StreamStatus | None, *, force: bool = False) -> dg.DagsterRunStatus | None:
+    def tick(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
         """Heartbeat and progress when due; returns the run's recorded status when it was read."""
         now = time.monotonic()
         run_status = None
-        if force or now >= self._next_beat:
+        if now >= self._next_beat:
             run_status = self.beat(status)
-        if force or now >= self._next_progress:
+        if now >= self._next_progress:
             self._next_progress = now + self.supervision.progress_interval_s
             self.progress(status)
         return run_status
@@ -140,7 +179,10 @@ class _Reporter:
                     CONNECTED_TAG: str(status.connected).lower(),
                 },
             )
-        run = instance.get_run_by_id(run_id)
+        return self.run_status()
+
+    def run_status(self) -> dg.DagsterRunStatus:
+        run = self.context.instance.get_run_by_id(self.context.run_id)
         return run.status if run is not None else dg.DagsterRunStatus.STARTED
 
     def progress(self, status: StreamStatus | None) -> None:
@@ -155,6 +197,8 @@ class _Reporter:
                 metadata={
                     **metadata,
                     "rows_since_last_report": rows - self._rows_reported,
+                    "rows_buffered": self.writer.buffered,
+                    "latest_rows": rows_markdown(position_rows_frame(self.latest.rows())),
                 },
             )
         )
@@ -172,6 +216,26 @@ class _Reporter:
         self.context.log.info(
             "stream: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if k != "line_budget")
         )
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While streaming, SIGINT/SIGTERM set `stop` instead of raising mid-flush; restored on exit.
+
+    Signal handlers can only be set on the main thread (where the in-process executor runs the op); elsewhere
+    Dagster's own handling stays in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dg.op(
@@ -192,46 +256,83 @@ def stream_positions(
         settings.lake_storage_options or None,
         flush_interval_s=settings.flush_interval_s,
     )
-    reporter = _Reporter(context, supervision)
+    latest = _LatestRows()
+    reporter = _Reporter(context, supervision, writer, latest)
     reporter.beat(None)  # first heartbeat before connecting: the sensor's start-up grace ends here
-    thread = _StreamThread(settings, writer)
+    thread = _StreamThread(settings, writer, latest)
+    signalled = threading.Event()
     context.log.info(f"streaming from {ib.gateway} (clientId {ib.client_id}, budget {ib.line_budget} lines)")
-    thread.start()
-    deadline = reporter.started + config.duration_s if config.duration_s > 0 else None
-    fenced: dg.DagsterRunStatus | None = None
-    try:
-        while thread.is_alive():
-            thread.join(timeout=_POLL_S)
-            run_status = reporter.tick(thread.status())
-            if fenced is None and run_status in _FENCED:
-                # Marked canceling, or failed by the supervisor (a missed heartbeat): another stream run may
-                # already hold the gateway, so this one must let go.
-                fenced = run_status
-                context.log.warning(f"run is {run_status.value} in the instance: stopping the stream")
-                thread.request_stop()
-            if deadline is not None and time.monotonic() >= deadline:
-                context.log.info(f"duration {config.duration_s}s reached: stopping")
-                deadline = None
-                thread.request_stop()
-    except dg.DagsterExecutionInterruptedError:
-        context.log.info("run terminated: stopping the stream and flushing")
-        _stop_and_flush(thread, writer)
-        raise
-    finally:
-        writer.close()  # idempotent: the streamer's handler already flushed; this catches a wedged stream
-    if thread.error is not None:
-        raise thread.error
-    status = thread.status()
-    reporter.progress(status)
-    context.log.info(f"stream stopped: {asdict(status) if status else 'never started'}")
+    # Everything up to the run's last word runs with signals deferred, the final flush included.
+    with _stop_on_signals(signalled):
+        try:
+            thread.start()
+            fenced = _stream_until_stopped(context, config, reporter, thread, signalled)
+        finally:
+            writer.close()  # idempotent: the streamer's handler already flushed; this catches a wedged stream
+        if thread.error is not None:
+            raise thread.error
+        status = thread.status()
+        reporter.progress(status)
+        context.log.info(f"stream stopped: {asdict(status) if status else 'never started'}")
+        if signalled.is_set() or fenced in _CANCELED:
+            _end_as_canceled(context, reporter, "signal" if signalled.is_set() else "termination request")
     if fenced == dg.DagsterRunStatus.FAILURE:
         raise dg.Failure(f"stream stopped: the run was marked failed while streaming ({fenced.value})")
 
 
-def _stop_and_flush(thread: _StreamThread, writer: HistoryWriter) -> None:
-    thread.request_stop()
-    thread.join(timeout=_STOP_GRACE_S)
-    writer.close()
+def _stream_until_stopped(
+    context: dg.OpExecutionContext,
+    config: StreamConfig,
+    reporter: _Reporter,
+    thread: _StreamThread,
+    signalled: threading.Event,
+) -> dg.DagsterRunStatus | None:
+    """Report while the stream runs; stop it on a signal, a fencing run status or the duration.
+
+    Returns the fencing status, if that is what stopped it.
+    """
+    deadline = reporter.started + config.duration_s if config.duration_s > 0 else None
+    fenced: dg.DagsterRunStatus | None = None
+    stopping_since: float | None = None
+    while thread.is_alive():
+        thread.join(timeout=_POLL_S)
+        if stopping_since is not None:
+            if time.monotonic() - stopping_since > _STOP_GRACE_S:
+                context.log.warning(f"the stream did not stop within {_STOP_GRACE_S:.0f}s: flushing anyway")
+                break
+            continue
+        run_status = reporter.tick(thread.status())
+        if signalled.is_set():
+            reason = "run terminated: stopping the stream and flushing"
+        elif run_status in _FENCED:
+            # Marked canceling, or failed by the supervisor (a missed heartbeat): another stream run may
+            # already hold the gateway, so this one must let go.
+            fenced = run_status
+            reason = f"run is {run_status.value} in the instance: stopping the stream"
+        elif deadline is not None and time.monotonic() >= deadline:
+            reason = f"duration {config.duration_s}s reached: stopping"
+        else:
+            continue
+        context.log.info(reason)
+        stopping_since = time.monotonic()
+        thread.request_stop()
+    return fenced
+
+
+def _end_as_canceled(context: dg.OpExecutionContext, reporter: _Reporter, cause: str) -> NoReturn:
+    """End the run as Dagster ends a run it terminated: CANCELED once the run is marked CANCELING.
+
+    Dagster's run loop (`job_execution_iterator`) turns an interrupt into RUN_CANCELED when the run is
+    CANCELING, and into a FAILURE otherwise; a signal from outside Dagster leaves the run STARTED, so mark
+    it CANCELING first. A run the supervisor already failed stays failed.
+    """
+    if reporter.run_status() in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is not None:
+            context.instance.report_run_canceling(
+                run, message=f"stream stopped by a {cause}: streams cancelled, buffered rows flushed"
+            )
+    raise dg.DagsterExecutionInterruptedError()
 
 
 @dg.job(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -86,3 +87,15 @@ def test_without_payload_or_gateway_the_row_stays_queued(make_defs, instance, la
     (failed,) = queue.items(status="failed")
     assert failed.conid == 2002 and failed.attempts == 1
     assert queue.pending_count() == 1  # failed but retryable: the next batch tries again
+
+
+def test_queue_rows_stay_pending_when_the_write_fails(make_defs, instance, lake_root, add_stream_run):
+    add_stream_run(GATEWAY, heartbeat=time.time())
+    keys = queue_and_partition(lake_root, instance, {2001: 3.0, 2002: -1.0})
+    (Path(lake_root) / "queued_positions").write_text("not a Delta table")  # the commit cannot succeed
+    result = materialize_range(make_defs(), instance, keys)
+    assert not result.success
+    queue = PositionQueue(lake_root)
+    assert queue.pending_count() == 2
+    assert not queue.keys(status="done")
+    assert instance.get_latest_materialization_event(dg.AssetKey("queued_positions")) is None

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 
 from v6_positions.defs.resources import HealthThresholds
 from v6_positions.defs.stream import LINES_TAG
@@ -77,8 +78,9 @@ def test_a_dead_stream_holds_no_lines(make_defs, instance, add_stream_run):
     assert run_checks(make_defs(max_lines=5), instance)["lines_within_budget"].passed
 
 
-def test_stale_active_legs_fail(make_defs, instance, lake_root):
-    healthy_lake(lake_root, age_s=600)
+@pytest.mark.parametrize("age_s", [600, 2 * 86_400], ids=["10-min-old", "no-row-since-yesterday"])
+def test_stale_active_legs_fail(make_defs, instance, lake_root, age_s):
+    healthy_lake(lake_root, age_s=age_s)
     evaluation = run_checks(make_defs(thresholds=HealthThresholds(freshness_window_s=300)), instance)
     assert not evaluation["active_legs_fresh"].passed
     assert evaluation["active_legs_fresh"].metadata["stale_legs"].value == 2

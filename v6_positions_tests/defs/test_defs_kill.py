@@ -1,4 +1,4 @@
-"""A stream run in a real process killed with SIGKILL: the next sensor tick marks it failed and relaunches."""
+"""A stream run in a real process, stopped the hard way (SIGKILL) and the way a shutdown stops it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -14,14 +16,49 @@ from defs_helpers import register_demo_legs, streamed_conids, tick, wait_for
 
 from v6_positions.defs.heartbeat import STREAM_JOB_NAME
 from v6_positions.defs.stream import LINES_TAG
-from v6_positions.lake.tables import read_table
+from v6_positions.lake.tables import open_table, read_table
+from v6_positions.simulator import SimulatorThread
 
 WORKER = Path(__file__).with_name("stream_worker.py")
+_PROGRESS = {dg.DagsterEventType.ASSET_OBSERVATION, dg.DagsterEventType.ASSET_MATERIALIZATION}
 
 
-def stream_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+@contextmanager
+def stream_worker(
+    sim: SimulatorThread, instance: dg.DagsterInstance, lake_root: str, flush_interval_s: float
+) -> Iterator[subprocess.Popen]:
+    """The stream job in its own process (as a run worker), on the test instance; killed if still alive."""
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": instance.root_directory,
+        "V6_LAKE_URI": lake_root,
+        "V6_IB_PORT": str(sim.port),
+        "V6_FLUSH_INTERVAL_S": str(flush_interval_s),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+
+
+def streaming_run(instance: dg.DagsterInstance, lines: int) -> dg.DagsterRun | None:
+    """The stream run, once it reports holding `lines` streams."""
     runs = instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB_NAME))
-    return runs[0] if runs else None
+    return runs[0] if runs and runs[0].tags.get(LINES_TAG) == str(lines) else None
+
+
+def stream_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    """Metadata of the run's newest streamed_positions progress event."""
+    for record in reversed(instance.all_logs(run_id, of_type=_PROGRESS)):
+        event = record.asset_materialization or record.asset_observation
+        if event is not None and event.asset_key == dg.AssetKey("streamed_positions"):
+            return {key: value.value for key, value in event.metadata.items()}
+    return {}
 
 
 def lines_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
@@ -34,29 +71,14 @@ def lines_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance) -> bo
 @pytest.mark.timeout(150)
 def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_defs, instance, lake_root):
     active = register_demo_legs(lake_root)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": instance.root_directory,
-        "V6_LAKE_URI": lake_root,
-        "V6_IB_PORT": str(sim.port),
-        "V6_FLUSH_INTERVAL_S": "0.5",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        run = wait_for(
-            lambda: (r := stream_run(instance)) and r.tags.get(LINES_TAG) == str(len(active)) and r,
-            90,
-            "the subprocess stream run to report its lines",
-        )
+    with stream_worker(sim, instance, lake_root, flush_interval_s=0.5) as worker:
+        run = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")
         wait_for(lambda: streamed_conids(lake_root) >= active, 30, "every active leg flushed")
         # While it streams, the line check reads what the run reports: within the budget, and not within
         # a budget set below the active-leg count.
         assert lines_check_passes(make_defs(sim.port), instance)
         assert not lines_check_passes(make_defs(sim.port, max_lines=len(active) - 1), instance)
         flushed = read_table(lake_root, "streamed_positions")
-    finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
 
@@ -78,40 +100,35 @@ def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_
 
 
 @pytest.mark.timeout(150)
-def test_terminated_stream_run_cancels_its_streams_and_flushes(sim, instance, lake_root):
-    """What DefaultRunLauncher.terminate sends (SIGINT) reaches the op as an interrupt: a clean stop."""
+def test_a_shutdown_flushes_every_buffered_row_and_cancels_the_run(sim, instance, lake_root):
+    """Ctrl-C on `make demo` signals every process of `dagster dev` at once, so the run worker may get
+    SIGINT and SIGTERM back to back (Dagster's "Terminate" sends SIGINT alone): one clean stop either way."""
     active = register_demo_legs(lake_root)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": instance.root_directory,
-        "V6_LAKE_URI": lake_root,
-        "V6_IB_PORT": str(sim.port),
-        "V6_FLUSH_INTERVAL_S": "0.5",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        run = wait_for(
-            lambda: (r := stream_run(instance)) and r.tags.get(LINES_TAG) == str(len(active)) and r,
-            90,
-            "the subprocess stream run to report its lines",
+    # No flush falls due while streaming: every row the run received is still in its buffer at the signal.
+    with stream_worker(sim, instance, lake_root, flush_interval_s=3600) as worker:
+        run = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")
+        buffered = wait_for(
+            lambda: (
+                stream_progress(instance, run.run_id).get("rows_buffered", 0) >= len(active)
+                and stream_progress(instance, run.run_id)["rows_buffered"]
+            ),
+            30,
+            "rows of every active leg to be buffered",
         )
+        assert open_table(lake_root, "streamed_positions") is None  # nothing committed yet
         worker.send_signal(signal.SIGINT)
-        assert worker.wait(timeout=60) is not None
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
 
     stats = sim.stats()
     assert stats["cancel_count"] >= len(active)  # every stream cancelled, not just dropped with the socket
     assert stats["orders_received"] == 0
     wait_for(lambda: sim.stats()["lines_in_use"] == 0, 10, "the gateway to free the lines")
+    flushed = read_table(lake_root, "streamed_positions")
+    assert flushed.height >= buffered
+    assert set(flushed["conid"].unique().to_list()) == active
+    assert stream_progress(instance, run.run_id)["rows_flushed"] == flushed.height
+    stopped = instance.get_run_by_id(run.run_id)
+    assert stopped.status == dg.DagsterRunStatus.CANCELED
     messages = [e.message for e in instance.all_logs(run.run_id)]
     assert any("stopping the stream and flushing" in m for m in messages)
-    assert instance.get_run_by_id(run.run_id).status in (
-        dg.DagsterRunStatus.CANCELED,
-        dg.DagsterRunStatus.FAILURE,
-    )
-    assert streamed_conids(lake_root) >= active

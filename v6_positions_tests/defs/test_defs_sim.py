@@ -27,6 +27,11 @@ def stream_for_a_while(defs: dg.Definitions, instance: dg.DagsterInstance, gatew
     )
 
 
+def table_rows(markdown: dg.MetadataValue) -> int:
+    """Data rows of a markdown table metadata value (header and separator excluded)."""
+    return sum(1 for line in markdown.value.splitlines() if line.startswith("| ")) - 1
+
+
 def check_results(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, bool]:
     result = defs.resolve_job_def("position_health_checks").execute_in_process(instance=instance)
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -47,8 +52,12 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("streamed_positions")
     ]
-    assert max(m["lines_in_use"].value for m in progress) == len(active)
+    peak = max(progress, key=lambda m: m["lines_in_use"].value)
+    # What a trader reads on the asset while it streams: lines in use / budget, lag, and the newest rows.
+    assert peak["lines"].value == f"{len(active)} / 100"
+    assert peak["last_update_lag_s"].value is not None
     assert 0 < progress[-1]["rows_flushed"].value <= read_table(lake_root, "streamed_positions").height
+    assert table_rows(progress[-1]["latest_rows"]) == min(10, len(active))
     assert HEARTBEAT_TAG in instance.get_run_by_id(result.run_id).tags
 
     # 2. Every other position was queued; the sensor turns each into a partition.
@@ -56,8 +65,15 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     pending = queue.pending_count()
     assert pending > 0
     assert not {conid for _, conid in queue.keys()} & active
-    added = apply_partitions(instance, tick(defs, instance))
+    supervised = tick(defs, instance)
+    added = apply_partitions(instance, supervised)
     assert len(added) == pending
+    observed = {e.asset_key.to_user_string(): e.metadata for e in supervised.asset_events}
+    assert observed["position_queue"]["pending"].value == pending
+    assert observed["position_queue"]["oldest_pending_age_s"].value >= 0
+    assert table_rows(observed["position_queue"]["latest_rows"]) == min(10, pending)
+    assert observed["strategy_registry"]["active_legs"].value == len(active)
+    assert table_rows(observed["strategy_registry"]["latest_active_legs"]) == min(10, len(active))
 
     # 3. The batch schedule asks for one range run; running it writes the rows and empties the queue.
     schedule = defs.resolve_schedule_def("queued_positions_batch")
@@ -74,6 +90,8 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     ]
     # The stream is down now, so the run fetched with zero-line requests on its own clientId.
     assert batch[-1].materialization.metadata["from_zero_line_fetch"].value == pending
+    assert batch[-1].materialization.metadata["queue_backlog"].value == 0
+    assert table_rows(batch[-1].materialization.metadata["latest_rows"]) == min(10, pending)
     assert queue.pending_count() == 0
     assert read_table(lake_root, "queued_positions").height == pending
 
@@ -83,6 +101,14 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     assert book.height == len(held)
     assert set(zip(book["account"].to_list(), book["conid"].to_list(), strict=True)) == held
     assert set(book.filter(pl.col("source") != "batch")["conid"].to_list()) == active
+    (rebuilt,) = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("positions")
+    ]
+    assert rebuilt["rows"].value == book.height
+    assert rebuilt["oldest_age_s"].value >= 0
+    assert table_rows(rebuilt["latest_rows"]) == 10
 
     # 5. Every check passes on the result.
     assert all(check_results(defs, instance).values())
