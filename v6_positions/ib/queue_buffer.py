@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from v6_positions.ib.holdings import Holding, HoldingKey
 from v6_positions.lake.errors import InvalidRowError
+from v6_positions.lake.queue import PositionQueue
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ _OPTION_RIGHTS = {"C": "C", "P": "P", "CALL": "C", "PUT": "P"}
 
 
 class QueueBuffer:
-    def __init__(self, queue: Any) -> None:
+    def __init__(self, queue: PositionQueue) -> None:
         self.queue = queue
         self._rows: dict[HoldingKey, dict[str, object]] = {}
         self._written: dict[HoldingKey, tuple] = {}  # what the lake already has, to skip no-op refreshes

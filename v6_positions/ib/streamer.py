@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from ib_async import IB, Contract, PortfolioItem, Position, Ticker
 
@@ -26,7 +25,14 @@ from v6_positions.ib.queue_buffer import QueueBuffer
 from v6_positions.ib.routing import PRIORITY_DEFAULT, Held, RoutingReport, route
 from v6_positions.ib.session import IBSession, SessionConfig
 from v6_positions.ib.subscriptions import SubscriptionRegistry
-from v6_positions.ib.updates import update_from_holding, update_from_portfolio, update_from_ticker
+from v6_positions.ib.updates import (
+    PositionUpdate,
+    update_from_holding,
+    update_from_portfolio,
+    update_from_ticker,
+)
+from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.registry import StrategyRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,8 @@ class PositionStreamer:
     def __init__(
         self,
         settings: Settings,
-        registry: Any,
-        queue: Any,
+        registry: StrategyRegistry,
+        queue: PositionQueue,
         handlers: Sequence[PositionUpdateHandler] = (),
         *,
         registry_poll_s: float = 2.0,
@@ -436,7 +442,7 @@ class PositionStreamer:
         log.warning("stream rejected by IB, demoted to the queue: conid=%s %s", conid, reason)
         self._mark_dirty()
 
-    def _submit(self, update: Any) -> None:
+    def _submit(self, update: PositionUpdate) -> None:
         self.last_update_at = datetime.now(UTC)
         self.dispatcher.submit(update)
 
