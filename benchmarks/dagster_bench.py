@@ -77,7 +77,7 @@ def queue_rows(book: Book | None, count: int, *, with_payload: bool) -> list[dic
 
 def sensor_tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    return defs.resolve_sensor_def("stream_supervisor")(context)
+    return defs.resolve_sensor_def("queue_partitions")(context)
 
 
 def schedule_tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from v6_positions.config import Settings
-from v6_positions.defs import assets, checks, jobs, schedules, sensors, stream
+from v6_positions.defs import assets, checks, jobs, queue_sensor, schedules, sensors, stream
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision, resources_from_settings
 
 
@@ -29,7 +29,7 @@ def build_definitions(
             checks.registry_legs_held,
         ],
         jobs=[stream.position_stream_job, jobs.batch_job, jobs.health_check_job, jobs.lake_maintenance_job],
-        sensors=[sensors.stream_supervisor],
+        sensors=[sensors.stream_supervisor, queue_sensor.queue_partitions],
         schedules=[
             schedules.build_batch_schedule(settings.batch_cron),
             schedules.health_check_schedule,

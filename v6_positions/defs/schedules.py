@@ -83,7 +83,7 @@ def batch_run_requests(
     covered = sum(r.due for r in ranges)
     if not ranges:
         return dg.SkipReason(
-            f"{len(due)} pending contracts have no partition yet (the stream_supervisor sensor adds them)"
+            f"{len(due)} pending contracts have no partition yet (the queue_partitions sensor adds them)"
         )
     # The tick's time in the key: a tick the daemon re-evaluates after a crash does not launch twice.
     tick = context.scheduled_execution_time.isoformat()

@@ -13,11 +13,23 @@ from v6_positions.simulator import load_book
 from v6_positions.simulator.book import demo_strategy_legs
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
+def tick(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: str | None = None,
+    sensor: str = "stream_supervisor",
+) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    result = defs.resolve_sensor_def("stream_supervisor")(context)
+    result = defs.resolve_sensor_def(sensor)(context)
     assert isinstance(result, dg.SensorResult)
     return result
+
+
+def queue_tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorResult:
+    """A tick of the queue_partitions sensor (queue keys -> partitions, table observations)."""
+    return tick(defs, instance, cursor, sensor="queue_partitions")
 
 
 def apply_partitions(instance: dg.DagsterInstance, result: dg.SensorResult) -> list[str]:

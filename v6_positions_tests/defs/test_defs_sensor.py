@@ -1,4 +1,5 @@
-"""The supervisor sensor: launches, leaves a live run alone, replaces a dead one, adds partitions once."""
+"""The sensors: the supervisor launches, leaves a live run alone, replaces a dead one; the queue sensor adds
+partitions once and observes the tables."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import time
 
 import dagster as dg
-from defs_helpers import apply_partitions, tick, wait_for
+from defs_helpers import apply_partitions, queue_tick, tick, wait_for
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG
 from v6_positions.defs.partitions import queued_contracts
@@ -85,21 +86,21 @@ def test_new_queue_keys_become_partitions_once(make_defs, instance, lake_root):
             {"account": "DU1000001", "conid": 1002, "symbol": "BRK B", "sec_type": "STK", "position": 10.0},
         ]
     )
-    first = tick(defs, instance)
+    first = queue_tick(defs, instance)
     assert sorted(apply_partitions(instance, first)) == [
         "DU1000001-BRK_B-STK-1002",
         "DU1000001-SPY-20261218-C-600-1001",
     ]
-    again = tick(defs, instance, cursor=first.cursor)
+    again = queue_tick(defs, instance, cursor=first.cursor)
     assert not again.dynamic_partitions_requests
 
     # A re-queue of a known contract (new payload, even new descriptive fields) adds nothing; a new one does.
     queue.insert(1001, "SPY", account="DU1000001", position=3.0)
     queue.insert(1003, "QQQ", account="DU1000001", right="P", strike=480.5, expiry="20261218")
-    third = tick(defs, instance, cursor=again.cursor)
+    third = queue_tick(defs, instance, cursor=again.cursor)
     assert apply_partitions(instance, third) == ["DU1000001-QQQ-20261218-P-480.5-1003"]
     # Even without a cursor (a reset sensor), existing partitions are not added twice.
-    assert not tick(defs, instance).dynamic_partitions_requests
+    assert not queue_tick(defs, instance).dynamic_partitions_requests
     assert len(instance.get_dynamic_partitions(queued_contracts.name)) == 3
 
 
@@ -109,10 +110,10 @@ def test_observes_the_registry_when_its_version_moves(make_defs, instance, lake_
     registry.add_active(11, "SPY", "C", 600.0, "20261218", 1)
     registry.add_active(12, "SPY", "P", 500.0, "20261218", 1)
     registry.deactivate(12)
-    first = tick(defs, instance)
+    first = queue_tick(defs, instance)
     observed = [e for e in first.asset_events if e.asset_key == dg.AssetKey("strategy_registry")]
     assert observed[0].metadata["active_legs"].value == 1
     assert observed[0].metadata["legs"].value == 2
-    second = tick(defs, instance, cursor=first.cursor)
+    second = queue_tick(defs, instance, cursor=first.cursor)
     assert not [e for e in second.asset_events if e.asset_key == dg.AssetKey("strategy_registry")]
     assert json.loads(second.cursor)["registry_version"] == registry.version()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 import pytest
-from defs_helpers import apply_partitions, register_demo_legs, streamed_conids, tick
+from defs_helpers import apply_partitions, queue_tick, register_demo_legs, streamed_conids
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
@@ -65,7 +65,7 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     pending = queue.pending_count()
     assert pending > 0
     assert not {conid for _, conid in queue.keys()} & active
-    supervised = tick(defs, instance)
+    supervised = queue_tick(defs, instance)
     added = apply_partitions(instance, supervised)
     assert len(added) == pending
     observed = {e.asset_key.to_user_string(): e.metadata for e in supervised.asset_events}
