@@ -30,6 +30,7 @@ class Settings:
     stream_sec_types: tuple[str, ...] = ("OPT",)
     flush_interval_s: float = 1.0
     batch_cron: str = "* * * * *"
+    valuation_interval_s: float = 60.0  # queued holdings are re-valued (zero-line reqPnLSingle) this often
 
     @property
     def line_budget(self) -> int:
@@ -59,6 +60,7 @@ class Settings:
             stream_sec_types=_sec_types(env, "V6_STREAM_SEC_TYPES", defaults.stream_sec_types),
             flush_interval_s=_number(env, "V6_FLUSH_INTERVAL_S", defaults.flush_interval_s),
             batch_cron=_text(env, "V6_BATCH_CRON", defaults.batch_cron),
+            valuation_interval_s=_number(env, "V6_VALUATION_INTERVAL_S", defaults.valuation_interval_s),
         )
         _validate(settings, source="env")
         return settings
@@ -77,6 +79,7 @@ ENV_NAMES = {
     "stream_sec_types": "V6_STREAM_SEC_TYPES",
     "flush_interval_s": "V6_FLUSH_INTERVAL_S",
     "batch_cron": "V6_BATCH_CRON",
+    "valuation_interval_s": "V6_VALUATION_INTERVAL_S",
 }
 
 
@@ -103,6 +106,8 @@ def _validate(settings: Settings, source: str) -> None:
         fail("stream_sec_types", settings.stream_sec_types, "must name at least one sec type")
     if not settings.flush_interval_s > 0:
         fail("flush_interval_s", settings.flush_interval_s, "must be > 0 seconds")
+    if not settings.valuation_interval_s > 0:
+        fail("valuation_interval_s", settings.valuation_interval_s, "must be > 0 seconds")
     if len(settings.batch_cron.split()) != 5:
         fail("batch_cron", settings.batch_cron, "must be a cron expression of five fields, e.g. '* * * * *'")
 

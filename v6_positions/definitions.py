@@ -27,8 +27,14 @@ def build_definitions(
             checks.active_legs_fresh,
             checks.queue_backlog_age,
             checks.registry_legs_held,
+            checks.registry_rows_valid,
         ],
-        jobs=[stream.position_stream_job, jobs.batch_job, jobs.health_check_job, jobs.lake_maintenance_job],
+        jobs=[
+            stream.build_stream_job(f"{settings.ib_host}:{settings.ib_port}"),
+            jobs.batch_job,
+            jobs.health_check_job,
+            jobs.lake_maintenance_job,
+        ],
         sensors=[sensors.stream_supervisor, queue_sensor.queue_partitions],
         schedules=[
             schedules.build_batch_schedule(settings.batch_cron),

@@ -21,3 +21,12 @@ def sim() -> Iterator[SimulatorThread]:
     """The demo book behind a simulator on a free port; portfolio pushed every 2 s."""
     with SimulatorThread(load_book("demo"), portfolio_interval=2.0) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A local S3 API (moto's server mode) on a free port for the whole session; one bucket per lake."""
+    from s3_server import S3Server  # moto and boto3 load only when a test needs S3
+
+    with S3Server() as server:
+        yield server

@@ -16,9 +16,10 @@ from v6_positions.defs.heartbeat import judge_stream_runs
 from v6_positions.defs.metadata import age_seconds
 from v6_positions.defs.resources import HealthThresholds, IBResource, LakeResource, StreamSupervision
 from v6_positions.defs.stream import BUDGET_TAG, LINES_TAG
+from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
-from v6_positions.lake.registry import StrategyRegistry
+from v6_positions.lake.registry import RegistryLeg, StrategyRegistry
 from v6_positions.lake.schemas import HISTORY_TABLES
 from v6_positions.lake.tables import open_table, table_uri
 
@@ -139,10 +140,40 @@ def registry_legs_held(lake: LakeResource) -> dg.AssetCheckResult:
         metadata={
             "active_legs": len(legs),
             "not_held": len(missing),
-            "legs_not_held": ", ".join(
-                f"{leg.symbol} {leg.expiry} {leg.right}{leg.strike:g} ({leg.conid}, strat. {leg.strategy_id})"
-                for leg in missing[:20]
-            )
-            or "none",
+            "legs_not_held": ", ".join(_describe(leg) for leg in missing[:20]) or "none",
+        },
+    )
+
+
+def _describe(leg: RegistryLeg) -> str:
+    strike = "" if leg.strike is None else f"{leg.strike:g}"
+    contract = " ".join(p for p in (leg.symbol, leg.expiry, f"{leg.right or ''}{strike}") if p)
+    return f"{contract} ({leg.conid}, strat. {leg.strategy_id})"
+
+
+@dg.asset_check(
+    asset="strategy_registry",
+    description="Every strategy_registry row keeps the table's contract (bad rows are skipped by readers).",
+)
+def registry_rows_valid(lake: LakeResource) -> dg.AssetCheckResult:
+    registry = StrategyRegistry(lake.root_uri, lake.storage_options)
+    try:
+        invalid = registry.invalid_rows()
+        legs = registry.all_legs().height
+    except LakeSchemaError as exc:  # a required column missing or of an incompatible type: nothing is read
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"schema_error": exc.reason, "table_uri": exc.uri},
+        )
+    return dg.AssetCheckResult(
+        passed=not invalid,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "valid_rows": legs,
+            "invalid_rows": len(invalid),
+            "invalid": dg.MetadataValue.md(
+                "\n".join(f"- {row}" for row in invalid[:50]) if invalid else "none"
+            ),
         },
     )

@@ -68,6 +68,9 @@ class StreamSupervision(dg.ConfigurableResource):
     startup_grace_s: float = 120.0
     # After a stream run failed, wait this long before launching the next one (no crash loop at tick rate).
     restart_backoff_s: float = 15.0
+    # A stream run judged dead on another host (its process cannot be probed) is waited for this long to say
+    # it released the gateway before its replacement starts (then the gateway's clientId check fences).
+    release_timeout_s: float = 120.0
 
 
 class HealthThresholds(dg.ConfigurableResource):

@@ -8,6 +8,10 @@ Stopping: while it streams, the op turns SIGINT/SIGTERM (Dagster's "Terminate", 
 every process of `dagster dev` at once) into a clean stop: cancel streams, flush buffered rows, disconnect. A
 second signal during that stop cannot cut the flush short. The run then ends CANCELED, the way Dagster ends a
 run it was asked to terminate, not FAILURE ("interrupted unexpectedly"): nothing went wrong.
+
+One stream per gateway: the job's tags carry the gateway, so every run of it is capped by the instance's tag
+concurrency limit. The op stamps its worker process before connecting and `v6/released` once disconnected, and
+lets go as soon as it reads that the supervisor judged it dead, so its replacement never overlaps it.
 """
 
 import asyncio
@@ -22,7 +26,15 @@ from typing import NoReturn
 import dagster as dg
 
 from v6_positions.config import Settings
-from v6_positions.defs.heartbeat import STREAM_JOB_NAME, write_heartbeat
+from v6_positions.defs.heartbeat import (
+    GATEWAY_TAG,
+    STREAM_JOB_NAME,
+    WORKER_TAG,
+    judge_stream_runs,
+    mark_released,
+    worker_identity,
+    write_heartbeat,
+)
 from v6_positions.defs.metadata import position_rows_frame, rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
 from v6_positions.ib.handlers import DeltaLakePositionWriter, row_from_update
@@ -40,7 +52,7 @@ CONNECTED_TAG = "v6/connected"
 _POLL_S = 0.5  # how often the main thread wakes: bounds shutdown latency, not the event rate
 _STOP_GRACE_S = 30.0  # time the streamer gets to cancel streams, flush and disconnect
 _CANCELED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
-_FENCED = (*_CANCELED, dg.DagsterRunStatus.FAILURE)
+_FENCED = (*_CANCELED, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -126,8 +138,16 @@ def _status_metadata(status: StreamStatus | None, started: float) -> dict[str, o
         "queued_contracts": status.queued_count,
         "queue_rows_written": status.queue_rows_written,
         "unfit_active_legs": len(status.unfit),
-        "demoted_after_101": len(status.demoted),
+        "demoted_legs": len(status.demoted),  # IB refused the contract (200/354); 101 never demotes
         "active_legs_not_held": len(status.legs_not_held),
+        "ib_line_cap": status.line_cap,  # lines IB granted after a 101 (None: the budget applies)
+        "rejections_101": status.rejections_101,
+        "waiting_for_client_id": status.waiting_for_client_id,
+        "ib_link_lost": status.link_lost,
+        "competing_session_10197": status.competing_session,
+        "unvalued_queued_holdings": status.valuations_missing,
+        "registry_invalid_rows": status.registry_invalid_rows,
+        "registry_unreadable": status.registry_error is not None,
         "reconnects": status.reconnects,
         "last_update_lag_s": lag,
         "uptime_s": round(time.monotonic() - started, 1),
@@ -165,20 +185,37 @@ class _Reporter:
             self.progress(status)
         return run_status
 
-    def beat(self, status: StreamStatus | None) -> dg.DagsterRunStatus:
-        """Stamp the heartbeat; returns the run's status as the instance records it."""
-        instance, run_id = self.context.instance, self.context.run_id
+    def beat(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
+        """Stamp the heartbeat; returns the run's status as the instance records it (None if unreadable).
+
+        A failed write (a locked or unreachable run database) is logged, not raised: the stream goes on, and
+        if the supervisor judges the run dead meanwhile, the next readable status says so.
+        """
         self._next_beat = time.monotonic() + self.supervision.heartbeat_interval_s
-        write_heartbeat(instance, run_id)
-        if status is not None:
-            instance.add_run_tags(
-                run_id,
-                {
-                    LINES_TAG: str(status.lines_in_use),
-                    BUDGET_TAG: str(status.line_budget),
-                    CONNECTED_TAG: str(status.connected).lower(),
-                },
-            )
+        if status is None:
+            tags = {LINES_TAG: "0", CONNECTED_TAG: "false"}
+        else:
+            tags = {
+                LINES_TAG: str(status.lines_in_use),
+                BUDGET_TAG: str(status.line_budget),
+                CONNECTED_TAG: str(status.connected).lower(),
+            }
+        try:
+            write_heartbeat(self.context.instance, self.context.run_id, extra=tags)
+            return self.run_status()
+        except Exception as exc:  # the stream must outlive a slow or broken run database
+            self.context.log.warning(f"heartbeat not written: {type(exc).__name__}: {exc}")
+            return None
+
+    def first_beat(self) -> dg.DagsterRunStatus:
+        """Before connecting: say which process runs the op, then read the status (in that order, so a
+        supervisor that fenced the run and then sees no worker stamp knows it will never connect)."""
+        self._next_beat = time.monotonic() + self.supervision.heartbeat_interval_s
+        write_heartbeat(
+            self.context.instance,
+            self.context.run_id,
+            extra={WORKER_TAG: worker_identity(), LINES_TAG: "0", CONNECTED_TAG: "false"},
+        )
         return self.run_status()
 
     def run_status(self) -> dg.DagsterRunStatus:
@@ -258,7 +295,9 @@ def stream_positions(
     )
     latest = _LatestRows()
     reporter = _Reporter(context, supervision, writer, latest)
-    reporter.beat(None)  # first heartbeat before connecting: the sensor's start-up grace ends here
+    _claim_gateway(context, ib.gateway)
+    # First heartbeat before connecting: the sensor's start-up grace ends here.
+    _refuse_unless_clear(context, reporter, reporter.first_beat(), ib.gateway, supervision)
     thread = _StreamThread(settings, writer, latest)
     signalled = threading.Event()
     context.log.info(f"streaming from {ib.gateway} (clientId {ib.client_id}, budget {ib.line_budget} lines)")
@@ -267,8 +306,16 @@ def stream_positions(
         try:
             thread.start()
             fenced = _stream_until_stopped(context, config, reporter, thread, signalled)
+        except BaseException:
+            thread.request_stop()  # never leave a stream behind a failed op: the process may live on
+            thread.join(timeout=_STOP_GRACE_S)
+            raise
         finally:
-            writer.close()  # idempotent: the streamer's handler already flushed; this catches a wedged stream
+            try:
+                writer.close()  # idempotent: the streamer's handler already flushed; catches a wedged stream
+            finally:
+                if not thread.is_alive():
+                    _say_released(context)
         if thread.error is not None:
             raise thread.error
         status = thread.status()
@@ -276,8 +323,55 @@ def stream_positions(
         context.log.info(f"stream stopped: {asdict(status) if status else 'never started'}")
         if signalled.is_set() or fenced in _CANCELED:
             _end_as_canceled(context, reporter, "signal" if signalled.is_set() else "termination request")
-    if fenced == dg.DagsterRunStatus.FAILURE:
-        raise dg.Failure(f"stream stopped: the run was marked failed while streaming ({fenced.value})")
+    if fenced in _FENCED:
+        raise dg.Failure(f"stream stopped: the run was marked {fenced.value} while streaming")
+
+
+def _claim_gateway(context: dg.OpExecutionContext, gateway: str) -> None:
+    """The job carries the gateway tag; a run launched with it edited away gets it back, so supervision and
+    the checks see it (the coordinator's cap could not apply to it: `_refuse_unless_clear` covers that)."""
+    if context.run.tags.get(GATEWAY_TAG) != gateway:
+        context.log.warning(
+            f"run tag {GATEWAY_TAG}={context.run.tags.get(GATEWAY_TAG)!r} does not name this run's gateway "
+            f"{gateway}: setting it"
+        )
+        context.instance.add_run_tags(context.run_id, {GATEWAY_TAG: gateway})
+
+
+def _refuse_unless_clear(
+    context: dg.OpExecutionContext,
+    reporter: _Reporter,
+    status: dg.DagsterRunStatus,
+    gateway: str,
+    supervision: StreamSupervision,
+) -> None:
+    """Do not connect when the run was already let go (the supervisor judged it dead, or it was terminated
+    while starting) or when an older stream run of the gateway is alive: one stream per gateway."""
+    if status in _FENCED:
+        _say_released(context)
+        if status in _CANCELED:
+            _end_as_canceled(context, reporter, "termination request before connecting")
+        raise dg.Failure(f"the run is {status.value} in the instance before it connected: not streaming")
+    states = judge_stream_runs(
+        context.instance, gateway, stale_after_s=supervision.stale_after_s, startup_grace_s=0.0
+    )
+    own = next((i for i, s in enumerate(states) if s.run_id == context.run_id), len(states))
+    # Newest first: runs after ours were created before it. Of two runs starting together, the older wins.
+    older_alive = [s for s in states[own + 1 :] if s.has_beaten and s.alive]
+    if older_alive:
+        _say_released(context)
+        other = older_alive[0]
+        raise dg.Failure(
+            f"stream run {other.run_id} already streams from {gateway} ({other.status.value}, heartbeat "
+            f"{other.age_s(time.time()):.0f}s ago): this run does not connect (one stream per gateway)"
+        )
+
+
+def _say_released(context: dg.OpExecutionContext) -> None:
+    try:
+        mark_released(context.instance, context.run_id)
+    except Exception as exc:  # the supervisor then waits until this process is gone
+        context.log.warning(f"could not say the gateway is released: {type(exc).__name__}: {exc}")
 
 
 def _stream_until_stopped(
@@ -335,12 +429,19 @@ def _end_as_canceled(context: dg.OpExecutionContext, reporter: _Reporter, cause:
     raise dg.DagsterExecutionInterruptedError()
 
 
-@dg.job(
-    name=STREAM_JOB_NAME,
-    # One process: a SIGKILL of the run worker takes the IB connection with it (no orphaned step process).
-    executor_def=dg.in_process_executor,
-    description="The long-lived position stream, launched and supervised by the stream_supervisor sensor.",
-    tags={"v6/role": "stream"},
-)
-def position_stream_job() -> None:
-    stream_positions()
+def build_stream_job(gateway: str) -> dg.JobDefinition:
+    """The stream job of one gateway. Its tags, copied onto every run of it (sensor, Launchpad, retry,
+    re-execution), carry the gateway, so the instance's tag concurrency limit caps them all alike."""
+
+    @dg.job(
+        name=STREAM_JOB_NAME,
+        # One process: a SIGKILL of the run worker takes the IB connection with it (no orphaned step process).
+        executor_def=dg.in_process_executor,
+        description=f"The long-lived position stream of {gateway}, launched and supervised by the "
+        "stream_supervisor sensor; at most one run per gateway (run tag v6/stream-gateway).",
+        tags={"v6/role": "stream", GATEWAY_TAG: gateway},
+    )
+    def position_stream_job() -> None:
+        stream_positions()
+
+    return position_stream_job

@@ -1,7 +1,8 @@
 """Zero-line position fetch for the batch path when the stream is down.
 
 reqPositions + reqPnLSingle consume no market-data line, and this client never asks for account updates,
-so it cannot take that (one-per-gateway) subscription from the stream. Runs on its own clientId.
+so it cannot take that (one-per-gateway) subscription from anyone. Runs on a helper clientId
+(`client_ids.py`), never the stream's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from ib_async import IB, PnLSingle, Position
 
 from v6_positions.config import Settings
+from v6_positions.ib.client_ids import helper_id_range
 from v6_positions.ib.holdings import parse_multiplier
 from v6_positions.ib.session import BATCH_FETCH, IBSession, SessionConfig
 from v6_positions.ib.values import clean_number
@@ -53,7 +55,8 @@ async def fetch_positions_zero_line_async(
     `subscribe_pnl_paced`); a position whose P&L did not arrive within `timeout_s` of its chunk still gets a
     row with position and average cost (values None), never invented numbers.
     """
-    config = replace(SessionConfig.from_settings(settings), client_id=client_id, client_id_count=5)
+    first, count = helper_id_range(settings, client_id)
+    config = replace(SessionConfig.from_settings(settings), client_id=first, client_id_count=count)
     session = IBSession(config, IB(), fetch=BATCH_FETCH)
     await session.connect()
     ib = session.ib

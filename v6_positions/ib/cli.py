@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from datetime import UTC, datetime
 
 from v6_positions.config import Settings
 from v6_positions.ib.handlers import DeltaLakePositionWriter
-from v6_positions.ib.streamer import PositionStreamer, StreamStatus
+from v6_positions.ib.streamer import PositionStreamer, StreamStatus, StreamStopped
 from v6_positions.lake.history import HistoryWriter
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
@@ -52,13 +53,38 @@ def status_line(status: StreamStatus) -> str:
     age = "-"
     if status.last_update_at is not None:
         age = f"{(datetime.now(UTC) - status.last_update_at).total_seconds():.1f}s"
-    return (
-        f"{'connected' if status.connected else 'DISCONNECTED'} clientId={status.client_id} "
+    if status.waiting_for_client_id:
+        state = f"WAITING for clientId {status.client_id} (in use; retry {status.client_id_waits})"
+    else:
+        state = "connected" if status.connected else "DISCONNECTED"
+    line = (
+        f"{state} clientId={status.client_id} "
         f"lines={status.lines_in_use}/{status.line_budget} streamed={len(status.streamed_conids)} "
         f"queued={status.queued_count} unfit={len(status.unfit)} demoted={len(status.demoted)} "
         f"updates={status.updates_received} rows_flushed={status.rows_flushed} "
         f"reconnects={status.reconnects} last_update={age}"
     )
+    if status.line_cap is not None or status.rejections_101:
+        cap = "-" if status.line_cap is None else status.line_cap
+        line += f" ib_cap={cap} 101s={status.rejections_101} probes={status.probes_won}/{status.probes}"
+    if status.link_lost:
+        line += " IB_LINK_LOST"
+    if status.competing_session:
+        line += " COMPETING_SESSION(10197)"
+    if status.partial_data:
+        line += f" partial_data={len(status.partial_data)}"
+    line += f" valuation_sweeps={status.valuation_sweeps} unvalued={status.valuations_missing}"
+    if status.registry_error:
+        line += " REGISTRY_UNREADABLE(last known legs kept)"
+    if status.registry_invalid_rows:
+        line += f" registry_invalid_rows={status.registry_invalid_rows}"
+    history = status.history
+    if history is not None:
+        line += (
+            f" history_buffered={getattr(history, 'buffered', '?')} "
+            f"coalesced={getattr(history, 'coalesced', '?')} dropped={getattr(history, 'dropped', '?')}"
+        )
+    return line
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -93,7 +119,12 @@ async def _stream(
         await asyncio.wait({run}, timeout=status_every)
         if not run.done():
             print(status_line(streamer.status()), flush=True)
-    await run  # re-raises a crash of the streamer
+    try:
+        await run  # re-raises a crash of the streamer
+    except StreamStopped as exc:
+        print(status_line(streamer.status()), flush=True)
+        print(f"v6-positions stream stopped: {exc}", file=sys.stderr, flush=True)
+        return 2
     final = streamer.status()
     print(status_line(final), flush=True)
     print(

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from ib_async import Contract, PortfolioItem, Position
+from ib_async import Contract, Position
 
-from v6_positions.ib.values import clean_number, clean_price
+from v6_positions.ib.values import clean_number
 
 HoldingKey = tuple[str, int]  # (account, conid): the queue's key; one contract may sit in several accounts
 
@@ -19,7 +19,7 @@ class Holding:
     contract: Contract
     position: float
     average_cost: float | None = None
-    # Latest portfolio payload (reqAccountUpdates), None until IB pushed one.
+    # Latest valuation (reqPnLSingle for queued holdings), None until IB answered one.
     market_price: float | None = None
     market_value: float | None = None
     unrealized_pnl: float | None = None
@@ -67,12 +67,18 @@ def holding_from_position(position: Position) -> Holding:
     )
 
 
-def apply_portfolio(holding: Holding, item: PortfolioItem, now: datetime) -> None:
-    """Refresh a holding's payload from a portfolio update (IB pushes these on change and every 3 minutes)."""
-    holding.position = float(item.position)
-    holding.average_cost = clean_number(item.averageCost)
-    holding.market_price = clean_price(item.marketPrice)
-    holding.market_value = clean_number(item.marketValue)
-    holding.unrealized_pnl = clean_number(item.unrealizedPNL)
-    holding.realized_pnl = clean_number(item.realizedPNL)
+def apply_pnl(holding: Holding, value: object, unrealized: object, realized: object, now: datetime) -> bool:
+    """Refresh a holding's payload from a reqPnLSingle answer (IB's market value and P&L of the position).
+
+    Returns False, leaving the payload as it was, when IB sent no usable value (sentinel, NaN)."""
+    market_value = clean_number(value)
+    if market_value is None:
+        return False
+    scale = holding.position * holding.multiplier
+    holding.market_value = market_value
+    # IB marks per share: marketValue = price * position * multiplier. Price is never negative.
+    holding.market_price = abs(market_value / scale) if scale else None
+    holding.unrealized_pnl = clean_number(unrealized)
+    holding.realized_pnl = clean_number(realized)
     holding.payload_time = now
+    return True

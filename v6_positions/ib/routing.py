@@ -1,9 +1,10 @@
 """Which held contracts get a streaming line and which go to the batch queue — a pure function.
 
 Rule: a non-zero position of a streamable sec type whose conid is an active registry leg is STREAMED if it
-fits the line budget; every other held position is QUEUED with a priority:
-  0  an active leg that did not fit the budget (most urgent for the batch refresh)
-  1  an active leg demoted after IB rejected its stream (101, 200, no permission)
+fits the line limit (the configured budget, or less when IB granted less: see `lines.py`); every other held
+position is QUEUED with a priority:
+  0  an active leg that did not fit the limit (most urgent for the batch refresh; streams once lines free up)
+  1  an active leg demoted after IB rejected the contract's stream (200, no permission)
   2  everything else
 Nothing is silently dropped: each deviation from "active leg -> stream" yields a `RoutingReport`.
 """
@@ -62,17 +63,22 @@ class RoutingPlan:
 def route(
     held: Iterable[Held],
     active_conids: Collection[int],
-    budget: LineBudget,
+    budget: LineBudget | int,
     stream_sec_types: Collection[str] = ("OPT",),
     *,
     currently_streamed: Iterable[int] = (),
     demoted: Mapping[int, str] | None = None,
+    full_reason: str | None = None,
 ) -> RoutingPlan:
     """Split the holdings into streams and queue entries.
 
-    `currently_streamed` go first when the budget is short, so a new activation never evicts a running stream;
-    the rest are taken in conid order, which keeps the result deterministic. `demoted` maps conid -> reason.
+    `budget` is the configured budget or a line limit (int, may be 0 when IB grants nothing). The
+    `currently_streamed` go first when lines are short, so a new activation never evicts a running stream;
+    the rest are taken in conid order, which keeps the result deterministic. `demoted` maps conid -> reason;
+    `full_reason` is the report detail for legs that do not fit.
     """
+    limit = budget.available if isinstance(budget, LineBudget) else max(0, int(budget))
+    full_reason = full_reason or f"line budget {limit} is full"
     demoted = demoted or {}
     active = set(active_conids)
     plan = RoutingPlan()
@@ -103,14 +109,12 @@ def route(
     running = [conid for conid in dict.fromkeys(currently_streamed) if conid in candidates]
     order = running + sorted(set(candidates) - set(running))
     for conid in order:
-        if budget.fits(len(plan.streamed)):
+        if len(plan.streamed) < limit:
             plan.streamed.append(conid)
             continue
         for item in candidates[conid]:
             plan.queued.append(QueueDecision(item.account, conid, PRIORITY_UNFIT))
-        plan.reports.append(
-            RoutingReport(conid, "over_budget", f"line budget {budget.available} is full")
-        )
+        plan.reports.append(RoutingReport(conid, "over_budget", full_reason))
 
     for conid in sorted(active - held_conids):
         plan.reports.append(RoutingReport(conid, "leg_not_held", "active leg has no open position"))

@@ -1,12 +1,20 @@
 """One read-only ib_async connection that stays up: connect, heartbeat, reconnect with backoff.
 
 - Always `readonly=True`: nothing here can place, modify or cancel an order.
-- Reconnects when the socket drops, when the heartbeat (reqCurrentTime) fails, and when the gateway reports
-  its IB link lost (1100/2110) and no restore (1101/1102) follows within `connectivity_grace_s` — the nightly
-  reset stops data for minutes without dropping the socket, so 1100 alone does not tear the socket down.
+- Never asks for account updates: IB serves them to ONE client per gateway and a new subscriber takes them
+  from the trader's bot (2100). Positions come from reqPositions (multi-client safe); valuations from
+  zero-line reqPnLSingle requests (`valuations.py`).
+- Reconnects when the socket drops and when the heartbeat (reqCurrentTime) fails. A gateway that reports its
+  IB link lost (1100/2110) but still answers the heartbeat is left alone: IB's nightly reset stops data for
+  minutes without dropping the socket, and a new socket would not bring IB back sooner. 1101/1102 or the
+  farms' OK messages (2104/2106/2158) end the wait; only after `connectivity_grace_s` (minutes) without any
+  of them is the socket renewed.
+- The stream keeps its clientId: on 326 (in use: usually our own previous socket the gateway has not dropped
+  yet, or a second stream started by mistake) it waits and retries the SAME id with backoff
+  (`waiting_for_client_id` says so), so two streams never hold lines for the same legs. Helper clients (batch,
+  benchmarks) get a range of ids disjoint from the stream's (`client_ids.py`) and move within it on 326.
 - Backoff is exponential with jitter and only resets once a heartbeat proved the new connection healthy, so
-  a gateway that accepts and drops at once is not hammered; a clientId in use (326) moves to the next id of
-  the range at once, and backs off only when every id of the range was busy.
+  a gateway that accepts and drops at once is not hammered.
 - The supervisor loop is also the heartbeat, so probing never stops while disconnected (LEAN's 3-day outage),
   and it survives any error of its own (logged, then retried after the backoff).
 - Requests are throttled at 40 messages/s (ib_async's default is 45) to leave IB's 50/s limit some room when
@@ -30,15 +38,16 @@ from v6_positions.config import Settings
 from v6_positions.ib.errors import (
     CLIENT_ID_IN_USE,
     CONNECTIVITY_LOST,
+    FARM_OK,
     RESTORED_DATA_KEPT,
     RESTORED_DATA_LOST,
 )
 
 log = logging.getLogger(__name__)
 
-# The stream needs positions and the account's portfolio pushes; orders and executions are not our business.
-STREAM_FETCH = StartupFetch.POSITIONS | StartupFetch.ACCOUNT_UPDATES
-# Batch clients must not take the account updates subscription from the stream (only one per gateway).
+# Positions only: account updates (one subscriber per gateway) belong to whoever else wants them, and
+# orders/executions are not our business. ib_async's default would send reqAccountUpdates(Multi).
+STREAM_FETCH = StartupFetch.POSITIONS
 BATCH_FETCH = StartupFetch.POSITIONS
 # ib_async's client throttle (messages per second); IB's limit is 50 (error 100 past it).
 MAX_MESSAGES_PER_S = 40
@@ -49,7 +58,10 @@ class SessionConfig:
     host: str = "127.0.0.1"
     port: int = 4002
     client_id: int = 10
-    client_id_count: int = 10  # ids client_id .. client_id + count - 1 are ours to try
+    # 1 (the stream): 326 means wait and retry this very id. >1 (helpers): move on within the range.
+    client_id_count: int = 1
+    client_id_retry_base_s: float = 5.0  # 326 on the stream's id: first wait, doubling up to the cap
+    client_id_retry_cap_s: float = 30.0
     account: str = ""
     connect_timeout_s: float = 10.0
     backoff_base_s: float = 1.0
@@ -57,7 +69,7 @@ class SessionConfig:
     backoff_jitter: float = 0.2  # +-20 %
     heartbeat_interval_s: float = 10.0
     heartbeat_timeout_s: float = 5.0
-    connectivity_grace_s: float = 30.0
+    connectivity_grace_s: float = 900.0  # 1100 with a live heartbeat: renew the socket only after this long
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> SessionConfig:
@@ -92,7 +104,7 @@ class Backoff:
 
 
 class ClientIdRange:
-    """Cycles through the configured clientIds; 326 moves on to the next one."""
+    """Cycles through the configured clientIds; 326 moves on to the next one (helper clients only)."""
 
     def __init__(self, ids: tuple[int, ...]):
         if not ids:
@@ -140,6 +152,9 @@ class IBSession:
         self._fetch = fetch
         self._ids = ClientIdRange(config.client_ids)
         self._backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, config.backoff_jitter, rng)
+        self._id_backoff = Backoff(
+            config.client_id_retry_base_s, config.client_id_retry_cap_s, config.backoff_jitter, rng
+        )
         self._wake = asyncio.Event()
         self._reconnect_reason: str | None = None
         self._link_lost_at: float | None = None
@@ -150,6 +165,8 @@ class IBSession:
         self.reconnects = 0
         self.last_heartbeat_at: float | None = None
         self.last_connect_error: str | None = None
+        self.waiting_for_client_id = False  # the stream's id is in use: waiting for it, not streaming
+        self.client_id_waits = 0
         self.ib.client.MaxRequests = MAX_MESSAGES_PER_S
         self.ib.disconnectedEvent += self._handle_disconnected
         self.ib.errorEvent += self._handle_error
@@ -167,6 +184,15 @@ class IBSession:
     def link_lost(self) -> bool:
         """The gateway said it lost IB (1100/2110) and has not said it is back."""
         return self._link_lost_at is not None
+
+    @property
+    def link_lost_for_s(self) -> float | None:
+        return None if self._link_lost_at is None else time.monotonic() - self._link_lost_at
+
+    @property
+    def roams(self) -> bool:
+        """Helper clients move to another id of their range on 326; the stream never does."""
+        return len(self.config.client_ids) > 1
 
     def request_reconnect(self, reason: str) -> None:
         self._reconnect_reason = reason
@@ -201,16 +227,36 @@ class IBSession:
             if stop.is_set():
                 return
             if result is ConnectResult.CLIENT_ID_IN_USE:
-                # The next id right away; once every id of the range was busy, back off like any failure.
-                self._unproven = self._unproven or self._ids.wrapped
+                if self.roams:
+                    # The next id right away; once every id of the range was busy, back off like any failure.
+                    self._unproven = self._unproven or self._ids.wrapped
+                    return
+                await self._wait_for_client_id(stop_task)
                 return
             self._unproven = True  # until a heartbeat proves this connection healthy
             if result is ConnectResult.CONNECTED:
+                self.waiting_for_client_id = False
+                self._id_backoff.reset()
                 await self._after_connect()
             return
         await self._sleep(self._next_wake_in(), stop_task)
         if not stop.is_set():
             await self._check_connection()
+
+    async def _wait_for_client_id(self, stop_task: asyncio.Future) -> None:
+        """326 on the stream's own id: another stream holds it, or the gateway has not dropped our previous
+        socket yet. Streaming under another id would double the lines for the same legs, so wait for it."""
+        self.waiting_for_client_id = True
+        self.client_id_waits += 1
+        self._unproven = False  # this wait is the backoff; no second one on top
+        delay = self._id_backoff.next_delay()
+        log.warning(
+            "clientId %s is in use (another stream, or our previous connection not yet dropped by the "
+            "gateway); not streaming under another id: retrying clientId %s in %.1fs",
+            self.client_id, self.client_id, delay,
+        )
+        await asyncio.wait({stop_task}, timeout=delay)
+        self._wake.clear()
 
     async def connect(self, attempts: int | None = None) -> None:
         """One-shot connect for short-lived clients (batch, benchmarks): tries each id of the range once
@@ -264,9 +310,9 @@ class IBSession:
             if self.ib.isConnected():
                 self.ib.disconnect()
             if any(code in CLIENT_ID_IN_USE for code in self._connect_errors):
-                next_id = self._ids.advance()
                 self.last_connect_error = f"clientId {client_id} in use"
-                log.warning("clientId %s already in use; trying %s", client_id, next_id)
+                if self.roams:
+                    log.warning("clientId %s already in use; trying %s", client_id, self._ids.advance())
                 return ConnectResult.CLIENT_ID_IN_USE
             self.last_connect_error = "stopped"
             return ConnectResult.FAILED
@@ -274,7 +320,8 @@ class IBSession:
         if error is not None:
             self.last_connect_error = repr(error)
             if any(code in CLIENT_ID_IN_USE for code in self._connect_errors):
-                self._ids.advance()
+                if self.roams:
+                    self._ids.advance()
                 return ConnectResult.CLIENT_ID_IN_USE
             return ConnectResult.FAILED
         return ConnectResult.CONNECTED
@@ -319,7 +366,7 @@ class IBSession:
         if self._link_lost_at is not None:
             if time.monotonic() - self._link_lost_at >= self.config.connectivity_grace_s:
                 grace = self.config.connectivity_grace_s
-                log.warning("IB link lost for %.0fs without restore; reconnecting", grace)
+                log.warning("IB link lost for %.0fs without restore or farm OK; renewing the socket", grace)
                 self._link_lost_at = None
                 self.ib.disconnect()
                 return
@@ -362,7 +409,8 @@ class IBSession:
             self._connect_errors.append(code)
             self._wake.set()
         elif code in CONNECTIVITY_LOST:
-            log.warning("IB link lost (%s): %s", code, message)
+            log.warning("IB link lost (%s): %s; waiting for restore, the heartbeat judges the socket",
+                        code, message)
             if self._link_lost_at is None:
                 self._link_lost_at = time.monotonic()
             self._wake.set()
@@ -373,6 +421,9 @@ class IBSession:
                 self._spawn(self._on_data_lost())
         elif code in RESTORED_DATA_KEPT:
             log.info("IB link restored, data kept (%s)", code)
+            self._link_lost_at = None
+        elif code in FARM_OK and self._link_lost_at is not None:
+            log.info("IB data farm OK (%s) after a link loss: data flowing again", code)
             self._link_lost_at = None
 
     def _spawn(self, coro: Awaitable[None]) -> None:

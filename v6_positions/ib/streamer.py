@@ -1,8 +1,13 @@
-"""PositionStreamer: keeps the set of live streams equal to the set of held active legs that fit the budget.
+"""PositionStreamer: keeps the set of live streams equal to the set of held active legs that fit the lines.
 
-Data flow: IB (positions, portfolio, ticks) -> routing -> streams (ticks -> handlers -> streamed_positions)
-and the position queue (coalesced payload refreshes, one commit per batch). The session reconnects;
-after every (re)connect the whole state is rebuilt from what IB reports, never patched.
+Data flow: IB (positions, ticks, zero-line valuations) -> routing -> streams (ticks -> handlers ->
+streamed_positions) and the position queue (coalesced payload refreshes, one commit per batch). The session
+reconnects; after every (re)connect the whole state is rebuilt from what IB reports, never patched.
+
+A polite guest on a shared gateway: never asks for account updates (valuations of queued holdings come from
+a paced reqPnLSingle sweep, `valuations.py`); takes only the lines IB grants (`lines.py`: a 101 caps the
+limit, freed lines are won back by one probe at a time); adds new streams one at a time, each confirmed by
+IB's data before the next, so a full account answers one 101, never a burst.
 """
 
 from __future__ import annotations
@@ -10,31 +15,43 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ib_async import IB, Contract, PortfolioItem, Position, Ticker
+from ib_async import IB, Contract, PnLSingle, Position, Ticker
 
 from v6_positions.config import Settings
 from v6_positions.ib.budget import LineBudget
-from v6_positions.ib.errors import SUBSCRIPTION_REJECTED, describe
+from v6_positions.ib.errors import (
+    COMPETING_SESSION,
+    MAX_TICKERS,
+    PARTIAL_MARKET_DATA,
+    SUBSCRIPTION_REJECTED,
+    describe,
+)
 from v6_positions.ib.handlers import HandlerDispatcher, PositionUpdateHandler
-from v6_positions.ib.holdings import Holding, HoldingKey, apply_portfolio, holding_from_position
+from v6_positions.ib.holdings import Holding, HoldingKey, apply_pnl, holding_from_position
+from v6_positions.ib.lines import LineGrant
 from v6_positions.ib.queue_buffer import QueueBuffer
 from v6_positions.ib.routing import PRIORITY_DEFAULT, Held, RoutingReport, route
 from v6_positions.ib.session import IBSession, SessionConfig
 from v6_positions.ib.subscriptions import SubscriptionRegistry
-from v6_positions.ib.updates import (
-    PositionUpdate,
-    update_from_holding,
-    update_from_portfolio,
-    update_from_ticker,
-)
+from v6_positions.ib.updates import PositionUpdate, update_from_holding, update_from_ticker
+from v6_positions.ib.valuations import ValuationSweep
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 
 log = logging.getLogger(__name__)
+
+# A new stream that got neither data nor an error this long after its request is taken as held (IB answers a
+# 101 at once; a contract outside its trading hours may send nothing for a while).
+CONFIRM_TIMEOUT_S = 5.0
+
+
+class StreamStopped(RuntimeError):
+    """The stream stopped itself because of a problem a retry cannot fix (named in the message)."""
 
 
 @dataclass(slots=True)
@@ -59,7 +76,26 @@ class StreamStatus:
     queue_commits: int = 0
     queue_buffered: int = 0
     legs_not_held: list[int] = field(default_factory=list)
-
+    # Sharing the gateway.
+    line_cap: int | None = None  # lines IB granted after a 101 (None: never refused, the budget applies)
+    rejections_101: int = 0
+    probes: int = 0
+    probes_won: int = 0
+    waiting_for_client_id: bool = False  # the clientId is in use: waiting for it, holding no line
+    client_id_waits: int = 0
+    link_lost: bool = False  # 1100: the gateway lost IB; waiting for 1101/1102/farm OK
+    competing_session: bool = False  # 10197: another login of this user takes the market data
+    partial_data: dict[int, str] = field(default_factory=dict)  # 10090/10091 warnings per streamed conid
+    accounts: list[str] = field(default_factory=list)
+    # Zero-line valuations of queued holdings.
+    valuation_sweeps: int = 0
+    valuations_missing: int = 0  # in the last sweep: holdings IB gave no value for (logged by conid)
+    last_valuation_sweep_s: float | None = None
+    # The registry.
+    registry_error: str | None = None  # last read failed: the last known active legs are kept
+    registry_invalid_rows: int = 0  # rows skipped because they break the table's contract
+    # HistoryWriter.stats() of the streamed_positions writer, when it has one.
+    history: object | None = None
 
 class PositionStreamer:
     def __init__(
@@ -74,6 +110,11 @@ class PositionStreamer:
         session_config: SessionConfig | None = None,
         ib: IB | None = None,
         generic_ticks: str = "",
+        valuation_interval_s: float | None = None,  # default: settings.valuation_interval_s
+        valuations_per_second: int = 15,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+        probe_base_s: float | None = None,
+        probe_cap_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -92,6 +133,17 @@ class PositionStreamer:
         self.subs = SubscriptionRegistry(self.ib, generic_ticks)
         self.dispatcher = HandlerDispatcher(handlers)
         self.queue_buffer = QueueBuffer(queue)
+        probe_timing = {
+            name: value for name, value in (("probe_base_s", probe_base_s), ("probe_cap_s", probe_cap_s))
+            if value is not None
+        }
+        self.lines = LineGrant(self.budget.available, **probe_timing)  # type: ignore[arg-type]
+        self.confirm_timeout_s = confirm_timeout_s
+        self.valuations = ValuationSweep(
+            self.ib, self._queued_keys, self._on_valuation, lambda: self._synced and self.session.connected,
+            interval_s=valuation_interval_s or settings.valuation_interval_s,
+            per_second=valuations_per_second,
+        )
         self._holdings: dict[HoldingKey, Holding] = {}
         self._active: set[int] = set()
         self._demoted: dict[int, str] = {}
@@ -103,18 +155,28 @@ class PositionStreamer:
         self._lock = asyncio.Lock()
         self.synced_event = asyncio.Event()  # set after each completed resync (tests wait on it)
         self.last_update_at: datetime | None = None
+        self._partial_data: dict[int, str] = {}
+        self._competing_session = False
+        self._registry_error: str | None = None
+        self._registry_stale = False  # the last registry read failed: re-read on the next poll
+        self._registry_invalid: list[object] = []  # rows breaking the table's contract: skipped, reported
+        self._wake_timer: asyncio.TimerHandle | None = None
+        self._stop: asyncio.Event | None = None
+        self.fatal_error: str | None = None
         self._wire_events()
 
     # -- public ----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect, route, stream and follow changes until `stop` is set; then stop cleanly."""
         stop = stop or asyncio.Event()
+        self._stop = stop
         self.dispatcher.start()
         loops = [
             self.session.run(stop),
             self._reconcile_loop(stop),
             self._registry_loop(stop),
             self._queue_loop(stop),
+            self.valuations.run(stop),
         ]
         tasks = [asyncio.ensure_future(coro) for coro in loops]
         try:
@@ -124,9 +186,21 @@ class PositionStreamer:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
             await self._shutdown()
+        if self.fatal_error is not None:
+            raise StreamStopped(self.fatal_error)
 
     def status(self) -> StreamStatus:
+        lines = self.lines.stats()
+        sweep = self.valuations.stats
+        writer_stats = None
+        for handler in self.dispatcher.handlers:
+            stats = getattr(getattr(handler, "writer", None), "stats", None)
+            if callable(stats):
+                writer_stats = stats()
+                break
         return StreamStatus(
             connected=self.session.connected,
             lines_in_use=self.subs.lines_in_use,
@@ -147,6 +221,22 @@ class PositionStreamer:
             queue_commits=self.queue_buffer.commits,
             queue_buffered=len(self.queue_buffer),
             legs_not_held=sorted(r.conid for r in self._reports.values() if r.kind == "leg_not_held"),
+            line_cap=lines.cap,
+            rejections_101=lines.rejections,
+            probes=lines.probes,
+            probes_won=lines.probes_won,
+            waiting_for_client_id=self.session.waiting_for_client_id,
+            client_id_waits=self.session.client_id_waits,
+            link_lost=self.session.link_lost,
+            competing_session=self._competing_session,
+            partial_data=dict(self._partial_data),
+            accounts=sorted({key[0] for key in self._holdings}),
+            valuation_sweeps=sweep.sweeps,
+            valuations_missing=len(sweep.last_missing),
+            last_valuation_sweep_s=sweep.last_sweep_s,
+            registry_error=self._registry_error,
+            registry_invalid_rows=len(self._registry_invalid),
+            history=writer_stats,
         )
 
     @property
@@ -155,21 +245,27 @@ class PositionStreamer:
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     async def _on_connected(self, first: bool) -> None:
-        """Rebuild everything from what IB just sent (positions, portfolio), then route and subscribe.
+        """Rebuild everything from what IB just sent (positions), then route and subscribe.
 
         The registry is read first: from reading `ib.positions()` to `_synced = True` nothing awaits, so no
         positionEvent can slip between the snapshot and the live handlers."""
         self.subs.connection_lost()  # ib_async dropped every Ticker on disconnect; IB freed the lines
-        await self._refresh_registry(force=True)
+        if not self._check_accounts():
+            return
+        try:
+            await self._refresh_registry(force=True)
+        except Exception as exc:  # an unreadable registry must not turn into a reconnect loop
+            self._registry_failed(exc)
         previous = self._holdings
         self._holdings = {}
         for position in self.ib.positions():
             self._absorb_position(position, startup=True)
-        now = datetime.now(UTC)
-        for item in self.ib.portfolio():
-            holding = self._holdings.get((item.account, int(item.contract.conId)))
-            if holding is not None:
-                apply_portfolio(holding, item, now)
+        for key, holding in previous.items():  # keep the last valuation until the next sweep replaces it
+            fresh = self._holdings.get(key)
+            if fresh is not None and holding.payload_time is not None:
+                fresh.market_price, fresh.market_value = holding.market_price, holding.market_value
+                fresh.unrealized_pnl, fresh.realized_pnl = holding.unrealized_pnl, holding.realized_pnl
+                fresh.payload_time = holding.payload_time
         for key in previous.keys() - self._holdings.keys():
             # Closed while we were away: record the close like a live one.
             self._record_close(previous[key], was_streamed=key[1] in self.subs.desired)
@@ -181,6 +277,27 @@ class PositionStreamer:
             len(self._holdings), self.subs.lines_in_use, len(self._queued), len(self._reports),
         )
         self.synced_event.set()
+        self.valuations.kick()  # queued holdings get IB's valuation now, not one interval later
+
+    def _check_accounts(self) -> bool:
+        """V6_IB_ACCOUNT must be one this login manages; with it empty, every managed account is followed."""
+        accounts = self.ib.managedAccounts()
+        wanted = self.settings.ib_account
+        if wanted and wanted not in accounts:
+            self._fail(
+                f"V6_IB_ACCOUNT={wanted!r} is not managed by this login (managed accounts: "
+                f"{', '.join(accounts) or 'none'}); set it to one of them, or empty to follow all"
+            )
+            return False
+        if not wanted and len(accounts) > 1:
+            log.info("no V6_IB_ACCOUNT set: following all %d managed accounts %s", len(accounts), accounts)
+        return True
+
+    def _fail(self, message: str) -> None:
+        log.error("stopping the stream: %s", message)
+        self.fatal_error = message
+        if self._stop is not None:
+            self._stop.set()
 
     def _on_disconnected(self) -> None:
         self._synced = False
@@ -188,22 +305,29 @@ class PositionStreamer:
         self.subs.connection_lost()
 
     async def _on_data_lost(self) -> None:
-        """1101: IB dropped every subscription but the socket stayed; request them all again."""
+        """1101: IB dropped every subscription but the socket stayed; request market data AND positions
+        again (a position closed meanwhile is only noticed by what the fresh positions list lacks)."""
         async with self._lock:
             count = self.subs.replay(renew_live=True)
         log.warning("re-subscribed %d streams after 1101", count)
-        account = self._account_for_updates()
-        if account:  # the portfolio pushes went with the data; ask for them again
-            try:
-                await asyncio.wait_for(self.ib.reqAccountUpdatesAsync(account), 10.0)
-            except (TimeoutError, ConnectionError) as exc:
-                log.warning("account updates not restored after 1101: %r", exc)
-
-    def _account_for_updates(self) -> str:
-        if self.settings.ib_account:
-            return self.settings.ib_account
-        accounts = self.ib.managedAccounts()
-        return accounts[0] if len(accounts) == 1 else ""
+        try:
+            self.ib.client.cancelPositions()
+            positions = await asyncio.wait_for(self.ib.reqPositionsAsync(), 10.0)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("positions not restored after 1101 (%r); reconnecting", exc)
+            self.session.request_reconnect("positions not restored after 1101")
+            return
+        present = {
+            (p.account, int(p.contract.conId)) for p in positions
+            if p.position != 0 and self._wants_account(p.account)
+        }
+        for key in [key for key in self._holdings if key not in present]:
+            holding = self._holdings.pop(key)
+            log.info("position closed while IB data was down: conid=%s", key[1])
+            self._record_close(holding, was_streamed=key[1] in self.subs.desired)
+        log.info("positions re-requested after 1101: %d held", len(present))
+        self._mark_dirty()
+        self.valuations.kick()
 
     async def _shutdown(self) -> None:
         connected = self.session.connected
@@ -223,29 +347,49 @@ class PositionStreamer:
         async with self._lock:
             self._reconcile_now()
 
-    def _reconcile_now(self) -> None:
+    def _route(self):
         held = [Held(h.account, h.conid, h.sec_type, h.position) for h in self._holdings.values()]
-        plan = route(
-            held, self._active, self.budget, self.stream_sec_types,
-            currently_streamed=self.subs.desired, demoted=self._demoted,
+        limit = self.lines.limit
+        if self.lines.capped and limit < self.budget.available:
+            reason = (f"account full at IB: {self.lines.cap} lines granted to this stream "
+                      f"(budget {self.budget.available}); other clients hold the rest, probing for more")
+        else:
+            reason = f"line budget {self.budget.available} is full"
+        return route(
+            held, self._active, limit, self.stream_sec_types,
+            currently_streamed=self.subs.desired, demoted=self._demoted, full_reason=reason,
         )
+
+    def _reconcile_now(self) -> None:
+        self._confirm_overdue()
+        plan = self._route()
+        if plan.unfit and self.lines.capped and self.lines.start_probe():
+            log.info("probing IB for one more line (holding %d, cap %s)",
+                     self.subs.lines_in_use, self.lines.cap)
+            plan = self._route()
         wanted = set(plan.streamed)
         connected = self.session.connected
         for conid in self.subs.desired - wanted:
             self.subs.remove(conid, connected=connected)
+            self._partial_data.pop(conid, None)
             log.info("stream cancelled: conid=%s", conid)
-        for conid in plan.streamed:
-            if conid in self.subs.desired:
-                continue
-            holding = self._holding_for(conid)
-            if holding is None:  # cannot happen: routing only streams held conids
-                continue
-            self.subs.add(conid, stream_contract(holding.contract), connected=connected)
-            log.info("stream started: conid=%s %s", conid, _label(holding.contract))
+        if self.lines.probing and not (wanted - self.subs.desired) and not self.subs.unconfirmed:
+            self.lines.abandon_probe()  # nothing left to probe with (the leg went away)
         if connected:
             replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
             if replayed:
                 log.info("re-subscribed %d streams", replayed)
+            # One new stream at a time, each confirmed by IB's data first: a full account costs one 101.
+            if not self.subs.unconfirmed:
+                for conid in plan.streamed:
+                    if conid in self.subs.desired:
+                        continue
+                    holding = self._holding_for(conid)
+                    if holding is None:  # cannot happen: routing only streams held conids
+                        continue
+                    self.subs.add(conid, stream_contract(holding.contract), connected=True)
+                    log.info("stream requested: conid=%s %s", conid, _label(holding.contract))
+                    break
         queued_now: dict[HoldingKey, int] = {}
         for decision in plan.queued:
             key = (decision.account, decision.conid)
@@ -260,6 +404,37 @@ class PositionStreamer:
             if key[1] in wanted:
                 self._stream_keys.setdefault(key[1], []).append(key)
         self._log_report_changes(plan.reports)
+        self._schedule_wake()
+
+    def _confirm_overdue(self) -> None:
+        """A new stream silent past the confirm timeout holds its line (IB's 101 would have come at once)."""
+        now = time.monotonic()
+        for conid in self.subs.unconfirmed:
+            requested = self.subs.requested_at(conid)
+            if requested is not None and now - requested >= self.confirm_timeout_s:
+                self._confirmed(conid)
+
+    def _confirmed(self, conid: int) -> None:
+        if self.subs.confirm(conid):
+            self.lines.granted(self.subs.lines_in_use)
+            self._mark_dirty()
+
+    def _schedule_wake(self) -> None:
+        """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout."""
+        delays = []
+        probe_in = self.lines.seconds_to_probe()
+        if probe_in is not None and any(r.kind == "over_budget" for r in self._reports.values()):
+            delays.append(probe_in)
+        now = time.monotonic()
+        for conid in self.subs.unconfirmed:
+            requested = self.subs.requested_at(conid)
+            if requested is not None:
+                delays.append(max(0.0, requested + self.confirm_timeout_s - now))
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        if delays:
+            self._wake_timer = asyncio.get_running_loop().call_later(min(delays) + 0.01, self._mark_dirty)
 
     def _log_report_changes(self, reports: Iterable[RoutingReport]) -> None:
         current = {(r.conid, r.kind): r for r in reports}
@@ -296,10 +471,19 @@ class PositionStreamer:
             except TimeoutError:
                 pass
             try:
-                if await self._refresh_registry(force=False):
+                if await self._refresh_registry(force=self._registry_stale):
                     self._mark_dirty()
-            except Exception:
-                log.exception("registry poll failed; keeping the last known active legs")
+            except Exception as exc:
+                self._registry_failed(exc)
+
+    def _registry_failed(self, exc: Exception) -> None:
+        first = self._registry_error is None
+        self._registry_error = f"{type(exc).__name__}: {exc}"
+        self._registry_stale = True
+        level = logging.WARNING if first else logging.DEBUG
+        log.log(level, "strategy_registry unreadable (%s); keeping the last known %d active legs",
+                self._registry_error, len(self._active), exc_info=first)
+
 
     async def _refresh_registry(self, *, force: bool) -> bool:
         """Re-read the active legs when the table version moved. True when the active set changed."""
@@ -307,6 +491,13 @@ class PositionStreamer:
         if not changed and not force:
             return False
         legs = await asyncio.to_thread(self.registry.active_legs)
+        invalid = await asyncio.to_thread(self.registry.invalid_rows)
+        if [str(row) for row in invalid] != [str(row) for row in self._registry_invalid] and invalid:
+            log.warning("strategy_registry: %d invalid rows skipped (first: %s)", len(invalid), invalid[0])
+        self._registry_invalid = list(invalid)
+        if self._registry_error is not None:
+            log.info("strategy_registry readable again")
+        self._registry_error, self._registry_stale = None, False
         conids = [int(leg.conid) for leg in legs]
         duplicates = sorted({c for c in conids if conids.count(c) > 1})
         if duplicates:
@@ -336,7 +527,6 @@ class PositionStreamer:
     # -- ib_async events -----------------------------------------------------------------------------------
     def _wire_events(self) -> None:
         self.ib.positionEvent += self._on_position
-        self.ib.updatePortfolioEvent += self._on_portfolio
         self.ib.pendingTickersEvent += self._on_tickers
         self.ib.errorEvent += self._on_error
 
@@ -398,21 +588,20 @@ class PositionStreamer:
         else:
             self.queue_buffer.put(holding, PRIORITY_DEFAULT, force=True)
 
-    def _on_portfolio(self, item: PortfolioItem) -> None:
-        if not self._synced or not self._wants_account(item.account):
-            return
-        key = (item.account, int(item.contract.conId or 0))
-        if item.position == 0:
-            return  # positionEvent carries the close
+    def _queued_keys(self) -> list[HoldingKey]:
+        """Holdings the valuation sweep refreshes: every queued one, most urgent first."""
+        return sorted(self._queued, key=lambda key: (self._queued[key], key))
+
+    def _on_valuation(self, key: HoldingKey, pnl: PnLSingle) -> bool:
         holding = self._holdings.get(key)
         if holding is None:
-            return  # not (yet) a known position; positionEvent adds it
-        apply_portfolio(holding, item, datetime.now(UTC))
-        if key[1] in self.subs.desired:
-            self._submit(update_from_portfolio(item))
-        else:
-            # Coalesced: many pushes of one contract before the next flush are one queue row.
-            self.queue_buffer.put(holding, self._queued.get(key, PRIORITY_DEFAULT))
+            return True  # closed meanwhile: nothing to value, nothing missing
+        if not apply_pnl(holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, datetime.now(UTC)):
+            return False
+        if key in self._queued:
+            # Coalesced: many refreshes of one contract before the next flush are one queue row.
+            self.queue_buffer.put(holding, self._queued[key])
+        return True
 
     def _on_tickers(self, tickers: Iterable[Ticker]) -> None:
         for ticker in tickers:
@@ -422,6 +611,10 @@ class PositionStreamer:
             conid = int(contract.conId)
             if not self.subs.is_live(conid):
                 continue  # late ticks of a cancelled stream, or a Ticker someone else asked for
+            self._confirmed(conid)
+            if self._competing_session:
+                log.info("market data flowing again after a competing live session")
+                self._competing_session = False
             for holding in self._holdings_for(conid):
                 try:
                     self._submit(update_from_ticker(ticker, holding))
@@ -429,14 +622,36 @@ class PositionStreamer:
                     log.exception("could not build an update for conid=%s; tick skipped", conid)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None = None) -> None:
-        if code not in SUBSCRIPTION_REJECTED:
+        if code not in SUBSCRIPTION_REJECTED | MAX_TICKERS | PARTIAL_MARKET_DATA | COMPETING_SESSION:
             return
-        conid = int(contract.conId) if contract is not None and contract.conId else None
-        if conid is None or conid not in self.subs.desired:
-            conid = self.subs.conid_for_req_id(req_id)
+        conid = self.subs.conid_for_req_id(req_id)  # the reqId names the request; a contract may be re-used
+        if conid is None:
+            conid = int(contract.conId) if contract is not None and contract.conId else None
         if conid is None or conid not in self.subs.desired:
             return  # not one of our streams (e.g. a contract details request)
         reason = f"{describe(code)} ({code}): {message}"
+        if code in MAX_TICKERS:
+            # The account is full now (other clients hold the lines): not the contract's fault. The leg
+            # waits queued at top priority and streams again as soon as a probe finds a free line.
+            self.subs.remove(conid, connected=self.session.connected)  # no line was held
+            self.lines.refused(self.subs.lines_in_use)
+            log.warning("101 on conid=%s: account full at IB; this stream holds %d lines, probing in %.1fs",
+                        conid, self.subs.lines_in_use, self.lines.seconds_to_probe() or 0.0)
+            self._mark_dirty()
+            return
+        if code in PARTIAL_MARKET_DATA:
+            if conid not in self._partial_data:
+                log.warning("conid=%s streams with part of its data missing: %s", conid, reason)
+            self._partial_data[conid] = reason
+            self._confirmed(conid)  # the line is held; the rest of the data streams
+            return
+        if code in COMPETING_SESSION:
+            if not self._competing_session:
+                log.warning("no market data: %s (another login of this user is live; streams resume "
+                            "after it)", reason)
+            self._competing_session = True
+            self._confirmed(conid)  # IB holds the line during the competing session
+            return
         self._demoted[conid] = reason
         self.subs.remove(conid, connected=self.session.connected)  # frees ib_async's Ticker; no line was held
         log.warning("stream rejected by IB, demoted to the queue: conid=%s %s", conid, reason)

@@ -8,6 +8,7 @@ no duplicates, no leftovers.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,8 @@ class Subscription:
     subscribe: Callable[[], Ticker]  # re-callable: each call is one fresh reqMktData
     ticker: Ticker | None = None
     req_id: int | None = None
+    confirmed: bool = False  # IB answered with data: the line is held (a 101 can no longer come)
+    requested_at: float = 0.0
 
     @property
     def live(self) -> bool:
@@ -65,6 +68,23 @@ class SubscriptionRegistry:
     @property
     def lines_in_use(self) -> int:
         return sum(1 for sub in self._subs.values() if sub.live)
+
+    @property
+    def unconfirmed(self) -> set[int]:
+        """Requested, but IB has not answered with data (nor 101) yet."""
+        return {conid for conid, sub in self._subs.items() if sub.live and not sub.confirmed}
+
+    def confirm(self, conid: int) -> bool:
+        """IB sent data for `conid`: True the first time since it was requested."""
+        sub = self._subs.get(conid)
+        if sub is None or not sub.live or sub.confirmed:
+            return False
+        sub.confirmed = True
+        return True
+
+    def requested_at(self, conid: int) -> float | None:
+        sub = self._subs.get(conid)
+        return sub.requested_at if sub is not None and sub.live else None
 
     def is_live(self, conid: int) -> bool:
         sub = self._subs.get(conid)
@@ -113,6 +133,7 @@ class SubscriptionRegistry:
         for sub in self._subs.values():
             sub.ticker = None
             sub.req_id = None
+            sub.confirmed = False
 
     def replay(self, *, renew_live: bool = False) -> int:
         """Request every desired stream that is not live; with `renew_live` (after 1101) also cancel and
@@ -142,6 +163,8 @@ class SubscriptionRegistry:
     def _request(self, sub: Subscription) -> None:
         sub.ticker = sub.subscribe()
         sub.req_id = _req_id_of(self._api, sub.ticker)
+        sub.confirmed = False
+        sub.requested_at = time.monotonic()
         self.requests_sent += 1
         log.debug("reqMktData conid=%s reqId=%s", sub.conid, sub.req_id)
 
@@ -153,6 +176,7 @@ class SubscriptionRegistry:
             log.exception("cancelMktData failed for conid=%s", sub.conid)
         sub.ticker = None
         sub.req_id = None
+        sub.confirmed = False
 
 
 def _req_id_of(api: object, ticker: Ticker) -> int | None:

@@ -6,16 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ib_async import OptionComputation, PortfolioItem, Ticker
+from ib_async import Ticker
 
 from v6_positions.ib.holdings import Holding, parse_multiplier
-from v6_positions.ib.values import (
-    choose_price,
-    clean_delta,
-    clean_implied_vol,
-    clean_number,
-    clean_price,
-)
+from v6_positions.ib.values import choose_price, clean_implied_vol, clean_price, merge_greeks
 
 UpdateSource = Literal["stream", "portfolio"]
 
@@ -53,8 +47,10 @@ def update_from_ticker(ticker: Ticker, holding: Holding, now: datetime | None = 
     """A streamed tick: prices from the Ticker, quantity and cost from what the account holds."""
     bid, ask = clean_price(ticker.bid), clean_price(ticker.ask)
     last, close = clean_price(ticker.last), clean_price(ticker.close)
-    price = choose_price(bid, ask, last, close)
-    greeks = _best_greeks(ticker)
+    # Model greeks are IB's own; bid/ask/last computations fill what no model tick brought yet. A one-sided
+    # quote (a far-OTM wing without a bid) is priced from IB's model price, not from a stale `last`.
+    greeks = merge_greeks(ticker.modelGreeks, ticker.lastGreeks, ticker.bidGreeks, ticker.askGreeks)
+    price = choose_price(bid, ask, last, close, greeks.model_price)
     market_value, unrealized = _valuation(price, holding)
     contract = holding.contract
     return PositionUpdate(
@@ -73,37 +69,16 @@ def update_from_ticker(ticker: Ticker, holding: Holding, now: datetime | None = 
         bid=bid,
         ask=ask,
         last=last,
-        delta=clean_delta(greeks.delta) if greeks else None,
-        gamma=clean_number(greeks.gamma) if greeks else None,
-        vega=clean_number(greeks.vega) if greeks else None,
-        theta=clean_number(greeks.theta) if greeks else None,
-        implied_vol=clean_implied_vol(greeks.impliedVol) if greeks else clean_implied_vol(
+        delta=greeks.delta,
+        gamma=greeks.gamma,
+        vega=greeks.vega,
+        theta=greeks.theta,
+        implied_vol=greeks.implied_vol if greeks.implied_vol is not None else clean_implied_vol(
             ticker.impliedVolatility
         ),
-        underlying_price=clean_price(greeks.undPrice) if greeks else None,
+        underlying_price=greeks.underlying_price,
         sec_type=contract.secType,
         source="stream",
-    )
-
-
-def update_from_portfolio(item: PortfolioItem, now: datetime | None = None) -> PositionUpdate:
-    """A portfolio push (reqAccountUpdates) of a streamed contract: IB's own valuation, no quotes."""
-    contract = item.contract
-    return PositionUpdate(
-        conid=int(contract.conId),
-        symbol=contract.symbol,
-        right=contract.right,
-        position=float(item.position),
-        market_price=clean_price(item.marketPrice),
-        market_value=clean_number(item.marketValue),
-        average_cost=clean_number(item.averageCost),
-        unrealized_pnl=clean_number(item.unrealizedPNL),
-        timestamp=now or datetime.now(UTC),
-        account=item.account,
-        strike=clean_price(contract.strike) or None,
-        expiry=contract.lastTradeDateOrContractMonth or None,
-        sec_type=contract.secType,
-        source="portfolio",
     )
 
 
@@ -126,14 +101,6 @@ def update_from_holding(holding: Holding, now: datetime | None = None) -> Positi
         sec_type=contract.secType,
         source="portfolio",
     )
-
-
-def _best_greeks(ticker: Ticker) -> OptionComputation | None:
-    # Model greeks are IB's own; bid/ask/last computations are fallbacks when no model tick came yet.
-    for greeks in (ticker.modelGreeks, ticker.lastGreeks, ticker.bidGreeks, ticker.askGreeks):
-        if greeks is not None:
-            return greeks
-    return None
 
 
 def _valuation(price: float | None, holding: Holding) -> tuple[float | None, float | None]:

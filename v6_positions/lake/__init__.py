@@ -4,14 +4,15 @@ No Dagster imports here: Dagster code wraps this layer.
 """
 
 from v6_positions.lake.errors import InvalidRowError, LakeError, LakeSchemaError
-from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
+from v6_positions.lake.history import HistoryWriter, PositionRow, WriterStats, write_rows
 from v6_positions.lake.maintenance import maintain
-from v6_positions.lake.positions import read_positions, refresh_positions
+from v6_positions.lake.positions import apply_to_positions, read_positions, refresh_positions
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.registry import RegistryLeg, StrategyRegistry
 from v6_positions.lake.tables import read_table, table_version
 
 __all__ = [
+    "apply_to_positions",
     "HistoryWriter",
     "InvalidRowError",
     "LakeError",
@@ -21,6 +22,7 @@ __all__ = [
     "QueueItem",
     "RegistryLeg",
     "StrategyRegistry",
+    "WriterStats",
     "maintain",
     "read_positions",
     "read_table",

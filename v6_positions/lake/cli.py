@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from v6_positions.config import Settings
 from v6_positions.lake.registry import StrategyRegistry
@@ -100,13 +101,20 @@ def _cell(value: object) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    legs = _registry(args).all_legs()
+    """Valid legs on stdout; rows that break the table's contract on stderr (skipped by every reader)."""
+    registry = _registry(args)
+    legs = registry.all_legs()
+    invalid = registry.invalid_rows()
     if args.active_only:
         legs = legs.filter(legs["active"])
     if legs.is_empty():
         print("no strategy legs registered")
-        return 0
-    print(format_table(legs.to_dicts(), _LIST_COLUMNS))
-    active = int(legs["active"].sum())
-    print(f"\n{legs.height} legs, {active} active")
+    else:
+        print(format_table(legs.to_dicts(), _LIST_COLUMNS))
+        active = int(legs["active"].sum())
+        print(f"\n{legs.height} legs, {active} active")
+    if invalid:
+        print(f"{len(invalid)} invalid registry rows skipped (readers ignore them):", file=sys.stderr)
+        for row in invalid:
+            print(f"  {row}", file=sys.stderr)
     return 0

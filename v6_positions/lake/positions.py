@@ -1,16 +1,73 @@
-"""The current book: one row per (account, conid), the newest observation from the stream or the batch."""
+"""The current book: one row per (account, conid), the newest observation from the stream or the batch.
+
+Kept current incrementally: every history append (the stream's flush, the batch's `write_rows`) MERGEs its
+newest row per contract into `positions`, so the book never needs a read of history. A stored row is
+replaced only by a newer event (an equal event_time written later also wins), so commits may arrive in any
+order and the book still equals a full rebuild from history (`build_positions`).
+
+A close (position 0) stays in the table as a tombstone: an older event that commits later (a batch fetch
+that raced the close) must not resurrect it. `read_positions` hides tombstones; maintenance purges old ones.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import polars as pl
+from deltalake import DeltaTable
 
-from v6_positions.lake.schemas import HISTORY_TABLES, POSITIONS
-from v6_positions.lake.tables import conform, ensure_table, read_table, retry_on_conflict
+from v6_positions.lake.errors import LakeSchemaError
+from v6_positions.lake.properties import ensure_properties
+from v6_positions.lake.rows import PositionRow, history_frame, validated_records
+from v6_positions.lake.schemas import HISTORY_TABLES, POSITIONS, STREAMED_POSITIONS
+from v6_positions.lake.tables import (
+    TableHandle,
+    conform,
+    ensure_table,
+    frame_of,
+    read_table,
+    retry_on_conflict,
+)
 
 log = logging.getLogger(__name__)
+
+# Compact `positions` once a merge leaves more live files than this: reads stay one or two files.
+COMPACT_ABOVE_FILES = 8
+
+_CREATE_ATTEMPTS = 6  # ~0.6 s of waiting for a concurrent creator
+_KEYS = ["account", "conid"]
+_ORDER = ["event_time", "written_at"]
+_NEWER = (
+    "s.event_time > t.event_time OR (s.event_time = t.event_time AND "
+    "(t.written_at IS NULL OR s.written_at >= t.written_at))"
+)
+_KEY_MATCH = "t.account = s.account AND t.conid = s.conid"
+
+
+def _open(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("position").is_null() | (pl.col("position") != 0))
+
+
+def newest_per_contract(history: pl.DataFrame) -> pl.DataFrame:
+    """Newest row per (account, conid) by event_time, then written_at; on a full tie the later row wins."""
+    return (
+        history.sort(_ORDER, nulls_last=False, maintain_order=True)
+        .group_by(_KEYS, maintain_order=True)
+        .last()
+    )
+
+
+def _with_age(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    return conform(
+        frame.with_columns(
+            age_s=(pl.lit(now) - pl.col("event_time")).dt.total_microseconds() / 1e6,
+            refreshed_at=pl.lit(now),
+        ),
+        POSITIONS,
+    )
 
 
 def build_positions(history: pl.DataFrame, now: datetime) -> pl.DataFrame:
@@ -19,34 +76,111 @@ def build_positions(history: pl.DataFrame, now: datetime) -> pl.DataFrame:
     The newest row wins as a whole, so every field of a row comes from one observation and `source`
     and `age_s` describe all of it. A row whose position is unknown (null) is kept; 0 means closed.
     """
-    newest = (
-        history.sort(["event_time", "written_at"], nulls_last=False)
-        .group_by(["account", "conid"], maintain_order=True)
-        .last()
-        .filter(pl.col("position").is_null() | (pl.col("position") != 0))
-    )
-    return conform(
-        newest.with_columns(
-            age_s=(pl.lit(now) - pl.col("event_time")).dt.total_microseconds() / 1e6,
-            refreshed_at=pl.lit(now),
-        ),
-        POSITIONS,
-    ).sort(["account", "conid"])
+    return _open(_with_age(newest_per_contract(history), now)).sort(_KEYS)
+
+
+class PositionsBook:
+    """`positions` as one writer sees it: a cached table handle and the merge of new history rows.
+
+    Not thread-safe (the owner serialises its flushes); separate books in separate threads or processes
+    may merge at once: a lost commit race is re-run against the winner's version, so nothing is lost.
+    """
+
+    def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self._handle = TableHandle(root_uri, POSITIONS.name, storage_options)
+        self._properties_checked = False
+        self.merges = 0
+        self.compactions = 0
+
+    def _table(self) -> DeltaTable:
+        table = self._created_or_opened()
+        if not self._properties_checked:
+            ensure_properties(table, POSITIONS)
+            self._properties_checked = True
+        return table
+
+    def _created_or_opened(self) -> DeltaTable:
+        # The stream and the batch may both create `positions` on their first write; while the other one's
+        # first commit is in flight the directory looks like a broken table. Wait for it, briefly.
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                return self._handle.latest(create=True)
+            except LakeSchemaError:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def apply(self, history: pl.DataFrame) -> int:
+        """Merge history-shaped rows (with written_at); returns book rows inserted or updated."""
+        if history.is_empty():
+            return 0
+        source = _with_age(newest_per_contract(history), datetime.now(UTC))
+
+        def merge() -> int:
+            table = self._table()
+            metrics = (
+                table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
+                .when_matched_update_all(predicate=_NEWER)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return int(metrics["num_target_rows_inserted"]) + int(metrics["num_target_rows_updated"])
+
+        changed = retry_on_conflict(merge, what=f"positions merge of {source.height} rows")
+        self.merges += 1
+        self._compact_if_fragmented()
+        return changed
+
+    def _compact_if_fragmented(self) -> None:
+        table = self._table()
+        if len(table.file_uris()) <= COMPACT_ABOVE_FILES:
+            return
+        try:  # best effort: a concurrent merge may win the race; the next merge tries again
+            table.optimize.compact()
+        except Exception as exc:
+            log.warning("positions: compaction failed (the next merge retries): %s", exc)
+            return
+        self.compactions += 1
+
+    def read(self) -> pl.DataFrame:
+        """Open positions (tombstones of closed ones hidden)."""
+        table = self._handle.latest(create=False)
+        return POSITIONS.empty_frame() if table is None else _open(frame_of(table, POSITIONS))
+
+
+def apply_to_positions(
+    root_uri: str, rows: Iterable[PositionRow], storage_options: dict[str, str] | None = None
+) -> int:
+    """Merge the newest of `rows` per (account, conid) into `positions` (one commit); returns rows changed.
+
+    History writers call this themselves after their append; call it directly only to replay rows.
+    """
+    records = validated_records(POSITIONS.name, rows)
+    if not records:
+        return 0
+    frame = history_frame(records, STREAMED_POSITIONS, datetime.now(UTC))
+    return PositionsBook(root_uri, storage_options).apply(frame)
 
 
 def refresh_positions(root_uri: str, storage_options: dict[str, str] | None = None) -> int:
-    """Rebuild `positions` from both history tables in one overwrite commit; returns its row count."""
+    """Rebuild `positions` from both history tables in one overwrite commit (repair); returns open rows.
+
+    Reads ALL history: not for a hot path. Tombstones of closed positions are rebuilt too.
+    """
     history = pl.concat([read_table(root_uri, name, storage_options) for name in HISTORY_TABLES])
-    book = build_positions(history, datetime.now(UTC))
+    book = _with_age(newest_per_contract(history), datetime.now(UTC)).sort(_KEYS)
 
     def overwrite() -> None:
         table = ensure_table(root_uri, POSITIONS.name, storage_options)
         book.write_delta(table, mode="overwrite")
 
     retry_on_conflict(overwrite, what=f"positions overwrite of {book.height} rows")
-    log.info("positions rebuilt: %d open positions from %d history rows", book.height, history.height)
-    return book.height
+    opened = _open(book).height
+    log.info("positions rebuilt: %d open positions from %d history rows", opened, history.height)
+    return opened
 
 
 def read_positions(root_uri: str, storage_options: dict[str, str] | None = None) -> pl.DataFrame:
-    return read_table(root_uri, POSITIONS.name, storage_options)
+    """The book: open positions, one row per (account, conid)."""
+    return _open(read_table(root_uri, POSITIONS.name, storage_options))

@@ -10,13 +10,15 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import polars as pl
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from v6_positions.lake import validation as v
 from v6_positions.lake.errors import InvalidRowError
+from v6_positions.lake.properties import ensure_properties
 from v6_positions.lake.schemas import POSITION_QUEUE, QUEUE_PAYLOAD_FIELDS
 from v6_positions.lake.tables import TableHandle, conform, frame_of, retry_on_conflict, table_uri
 from v6_positions.lake.versions import VersionProbe
@@ -153,7 +155,20 @@ class PositionQueue:
             table_uri(root_uri, POSITION_QUEUE.name), storage_options, poll_interval_s=0.0
         )
         self._handle = TableHandle(root_uri, POSITION_QUEUE.name, storage_options)
+        self._properties_checked = False
         self._lock = threading.Lock()  # the handle is shared by the methods of this queue
+
+    def _table(self, *, create: bool) -> DeltaTable | None:
+        """The queue at its newest version (caller holds the lock); None if absent and not `create`.
+
+        The first open turns on what the queue relies on (change data feed, frequent checkpoints),
+        also for a queue created before this version.
+        """
+        table = self._handle.latest(create=create)
+        if table is not None and not self._properties_checked:
+            ensure_properties(table, POSITION_QUEUE)
+            self._properties_checked = True
+        return table
 
     # -- writes --------------------------------------------------------------------------------------------
     def insert(
@@ -221,7 +236,8 @@ class PositionQueue:
         )
 
         def merge() -> None:
-            table = self._handle.latest(create=True)
+            table = self._table(create=True)
+            assert table is not None
             (
                 table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
                 .when_matched_update(updates=_UPSERT)
@@ -285,7 +301,7 @@ class PositionQueue:
         guard = "t.updated_at <= s.before" if updated_before is not None else None
 
         def merge() -> int:
-            table = self._handle.latest(create=False)
+            table = self._table(create=False)
             if table is None:
                 return 0
             metrics = (
@@ -298,28 +314,117 @@ class PositionQueue:
         with self._lock:
             return retry_on_conflict(merge, what=f"position_queue {what} of {len(unique)} keys")
 
+    def remove(self, keys: Iterable[Key]) -> int:
+        """Delete these rows (closed or expired contracts) in one commit; returns how many were deleted."""
+        source = _key_frame(keys)
+        if source.is_empty():
+            return 0
+
+        def merge() -> int:
+            table = self._table(create=False)
+            if table is None:
+                return 0
+            metrics = (
+                table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
+                .when_matched_delete()
+                .execute()
+            )
+            return int(metrics["num_target_rows_deleted"])
+
+        with self._lock:
+            removed = retry_on_conflict(merge, what=f"position_queue remove of {source.height} keys")
+        log.info("removed %d queue rows", removed)
+        return removed
+
     # -- reads ---------------------------------------------------------------------------------------------
     def _frame(self) -> pl.DataFrame:
         with self._lock:
-            table: DeltaTable | None = self._handle.latest(create=False)
+            table = self._table(create=False)
             return POSITION_QUEUE.empty_frame() if table is None else frame_of(table, POSITION_QUEUE)
+
+    def _scan(self) -> pl.LazyFrame | None:
+        """A lazy scan of the current version (filters and projections are pushed into the Parquet read)."""
+        with self._lock:
+            table = self._table(create=False)
+        return None if table is None else pl.scan_delta(table)
 
     def _due(self) -> pl.Expr:
         return (pl.col("status") == PENDING) | (
             (pl.col("status") == FAILED) & (pl.col("attempts") < self.max_attempts)
         )
 
-    def get_batch(self, priority: int | None = None, limit: int = 50) -> list[QueueItem]:
-        """Due rows (pending, or failed with attempts < max_attempts): most urgent priority, then oldest."""
-        frame = self._frame().filter(self._due())
+    def due(self, limit: int | None = None, *, priority: int | None = None) -> list[QueueItem]:
+        """Due rows (pending, or failed with attempts < max_attempts): most urgent priority, then oldest.
+
+        `limit=None` returns every due row. Only due rows are materialised: the filter runs in the scan.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit={limit!r}: must be >= 0 or None (all due rows)")
+        scan = self._scan()
+        if scan is None:
+            return []
+        scan = scan.filter(self._due())
         if priority is not None:
-            frame = frame.filter(pl.col("priority") == priority)
-        frame = frame.sort(["priority", "queued_at", "account", "conid"]).head(limit)
+            scan = scan.filter(pl.col("priority") == priority)
+        scan = scan.sort(["priority", "queued_at", "account", "conid"])
+        if limit is not None:
+            scan = scan.head(limit)
+        frame = scan.select([pl.col(c).cast(t) for c, t in POSITION_QUEUE.columns.items()]).collect()
         return [QueueItem(**row) for row in frame.iter_rows(named=True)]
 
+    def get_batch(self, priority: int | None = None, limit: int = 50) -> list[QueueItem]:
+        """Due rows, most urgent first (see `due`); kept for callers of the seed's API."""
+        return self.due(limit, priority=priority)
+
     def pending_count(self) -> int:
-        """Rows get_batch could still return (pending, or failed and retryable)."""
-        return self._frame().filter(self._due()).height
+        """Rows `due` could still return (pending, or failed and retryable)."""
+        scan = self._scan()
+        if scan is None:
+            return 0
+        return int(scan.select("status", "attempts").filter(self._due()).select(pl.len()).collect().item())
+
+    def closed_or_expired(self, today: date) -> list[Key]:
+        """Keys the clean-up may remove: done with position 0 (closed), or expiry (YYYYMMDD) before today."""
+        scan = self._scan()
+        if scan is None:
+            return []
+        frame = (
+            scan.select("account", "conid", "status", "position", "expiry")
+            .filter(
+                ((pl.col("status") == DONE) & (pl.col("position") == 0))
+                | (pl.col("expiry") < today.strftime("%Y%m%d"))
+            )
+            .select("account", "conid")
+            .sort(["account", "conid"])
+            .collect()
+        )
+        return list(zip(frame["account"].to_list(), frame["conid"].to_list(), strict=True))
+
+    def changes_since(self, version: int) -> tuple[int, pl.DataFrame]:
+        """(current version, rows inserted or updated by the commits after `version`), newest state per key.
+
+        Reads the table's change data feed, so the cost follows what changed, not the queue's size. Removed
+        keys are not returned. `version=-1` (or a version older than the feed: before it was enabled, or
+        cleaned up by maintenance) returns every current row, once.
+        """
+        if version < -1:
+            raise ValueError(f"version={version!r}: must be a table version >= -1")
+        with self._lock:
+            table = self._table(create=False)
+            if table is None:
+                return -1, POSITION_QUEUE.empty_frame()
+            current = table.version()
+            if version >= current:
+                return current, POSITION_QUEUE.empty_frame()
+            if version >= 0:
+                try:
+                    feed = table.load_cdf(starting_version=version + 1, ending_version=current)
+                    return current, _newest_changes(pl.DataFrame(feed.read_all()))
+                except DeltaError as exc:
+                    log.info(
+                        "position_queue: no change feed from version %d (%s); reading it all", version, exc
+                    )
+            return current, frame_of(table, POSITION_QUEUE)
 
     def keys(self, status: str | None = None) -> list[Key]:
         frame = self._with_status(status).sort(["account", "conid"])
@@ -337,3 +442,25 @@ class PositionQueue:
             raise ValueError(f"status={status!r}: must be one of {', '.join(STATUSES)}")
         frame = self._frame()
         return frame if status is None else frame.filter(pl.col("status") == status)
+
+
+def _key_frame(keys: Iterable[Key]) -> pl.DataFrame:
+    unique = list(dict.fromkeys((str(account), int(conid)) for account, conid in keys))
+    return pl.DataFrame(
+        {"account": [k[0] for k in unique], "conid": [k[1] for k in unique]},
+        schema={"account": pl.String, "conid": pl.Int64},
+    )
+
+
+def _newest_changes(feed: pl.DataFrame) -> pl.DataFrame:
+    """The last change per key from a change data feed; keys whose last change is a delete are left out."""
+    if feed.is_empty():
+        return POSITION_QUEUE.empty_frame()
+    last = (
+        feed.filter(pl.col("_change_type") != "update_preimage")
+        .sort("_commit_version", maintain_order=True)
+        .group_by(["account", "conid"], maintain_order=True)
+        .last()
+        .filter(pl.col("_change_type") != "delete")
+    )
+    return conform(last, POSITION_QUEUE).sort(["account", "conid"])

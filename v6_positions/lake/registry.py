@@ -1,4 +1,9 @@
-"""The strategy registry: which contracts are legs of an active strategy (and so deserve a streaming line)."""
+"""The strategy registry: which contracts are legs of an active strategy (and so deserve a streaming line).
+
+Bots write this table directly; its contract is in schemas.py (next to STRATEGY_REGISTRY). Every read
+validates the rows: broken ones are skipped and kept in `invalid_rows()` for the status line, the
+`registry list` command and the registry_rows_valid asset check.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,26 @@ class RegistryLeg:
     conid: int
     symbol: str
     sec_type: str
-    right: str
-    strike: float
-    expiry: str  # YYYYMMDD
+    right: str | None  # C or P; None only for sec types without one (STK, FUT, ...)
+    strike: float | None  # > 0; None only for sec types without one
+    expiry: str | None  # YYYYMMDD; None only for sec types without one
     multiplier: int
     strategy_id: int
     active: bool
-    updated_at: datetime
+    updated_at: datetime | None
+
+
+@dataclass(slots=True, frozen=True)
+class InvalidRegistryRow:
+    """A registry row that breaks the table's contract: skipped by every reader, reported here."""
+
+    conid: int | None  # None when the conid itself is what is broken
+    field: str
+    value: object
+    reason: str
+
+    def __str__(self) -> str:
+        return f"conid {self.conid}: {self.field}={self.value!r}: {self.reason}"
 
 
 class StrategyRegistry:
@@ -52,6 +70,7 @@ class StrategyRegistry:
         self._loaded = False
         self._active: frozenset[int] = frozenset()
         self._frame = STRATEGY_REGISTRY.empty_frame()
+        self._invalid: list[InvalidRegistryRow] = []
 
     # -- reads ---------------------------------------------------------------------------------------------
     def is_active(self, conid: int) -> bool:
@@ -68,8 +87,14 @@ class StrategyRegistry:
         return [RegistryLeg(**row) for row in frame.iter_rows(named=True)]
 
     def all_legs(self) -> pl.DataFrame:
+        """Every valid row (active or not), normalised, one per conid; invalid rows are in invalid_rows()."""
         self._reload_if_changed()
         return self._frame.sort("conid")
+
+    def invalid_rows(self) -> list[InvalidRegistryRow]:
+        """Rows of the current version that break the table's contract (skipped by every reader)."""
+        self._reload_if_changed()
+        return list(self._invalid)
 
     def version(self) -> int:
         """The table's current version (-1 if not created yet), read from storage, not from the cache."""
@@ -172,8 +197,54 @@ class StrategyRegistry:
             else:
                 # The frame and the version come from the same snapshot, so the cache is never torn.
                 frame, version = frame_of(table, STRATEGY_REGISTRY), table.version()
+            frame, invalid = validate_rows(frame)
+            new = [row for row in invalid if row not in self._invalid]
             self._frame = frame
+            self._invalid = invalid
             self._active = frozenset(frame.filter(pl.col("active"))["conid"].to_list())
             self._loaded_version = version
             self._loaded = True
+        for row in new:  # once per broken row, not on every reload
+            log.warning("strategy_registry: skipping a row that breaks the table's contract: %s", row)
         log.debug("registry reloaded at version %d: %d active legs", version, len(self._active))
+
+
+def validate_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[InvalidRegistryRow]]:
+    """The valid rows of a registry frame (normalised, one per conid: the newest updated_at wins) and what
+    is wrong with the others."""
+    invalid: list[InvalidRegistryRow] = []
+    newest: dict[int, dict[str, object]] = {}
+    losers: list[dict[str, object]] = []
+    for raw in frame.iter_rows(named=True):
+        try:
+            row = v.check_registry_row(raw)
+        except InvalidRowError as exc:
+            conid = raw.get("conid") if isinstance(raw.get("conid"), int) else None
+            invalid.append(InvalidRegistryRow(conid, exc.field, exc.value, exc.reason))
+            continue
+        conid = int(row["conid"])  # type: ignore[call-overload]
+        kept = newest.get(conid)
+        if kept is None:
+            newest[conid] = row
+        elif _stamp(row) >= _stamp(kept):
+            losers.append(kept)
+            newest[conid] = row
+        else:
+            losers.append(row)
+    for row in losers:
+        winner = newest[int(row["conid"])]  # type: ignore[call-overload]
+        invalid.append(
+            InvalidRegistryRow(
+                int(row["conid"]),  # type: ignore[call-overload]
+                "conid",
+                row["conid"],
+                f"another row has this conid; the one updated at {winner['updated_at']} is used",
+            )
+        )
+    valid = pl.DataFrame(list(newest.values()), schema=STRATEGY_REGISTRY.polars_schema)
+    return valid, invalid
+
+
+def _stamp(row: dict[str, object]) -> datetime:
+    value = row["updated_at"]
+    return value if isinstance(value, datetime) else datetime.min.replace(tzinfo=UTC)

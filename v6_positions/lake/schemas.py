@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -25,6 +25,8 @@ class TableSpec:
     columns: dict[str, pl.DataType]
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
+    # Delta table properties we rely on; set on first use, also on tables created before we needed them.
+    properties: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def polars_schema(self) -> pl.Schema:
@@ -46,6 +48,23 @@ _CONTRACT = {
     "expiry": pl.String(),  # YYYYMMDD, as IB spells lastTradeDateOrContractMonth
 }
 
+# strategy_registry is the bots' interface: strategy engines write legs into it directly (deltalake,
+# polars). Its contract, checked on every read:
+# - Required columns, each of a compatible Delta type (narrower numbers and timestamp_ntz are accepted):
+#     conid long (or integer/short/byte)      symbol string           sec_type string (null = OPT)
+#     right string (C/P; CALL/PUT, any case)  strike double (or float/long/integer)
+#     expiry string YYYYMMDD                  multiplier long (null = 100 for OPT, 1 for STK)
+#     strategy_id long (>= 0)                 active boolean
+#     updated_at timestamp (timestamp_ntz is read as UTC)
+#   A missing required column or an incompatible type makes every reader refuse the table with an error
+#   naming the column and the table (nothing in it can be trusted then).
+# - Extra columns (e.g. a bot's `note`, written with schema_mode="merge") are allowed and ignored; our own
+#   upserts leave them as they are.
+# - Rows are validated one by one: a row that breaks a rule (right "X", strike 0, an OPT with no expiry, a
+#   null active, ...) is skipped and reported (StrategyRegistry.invalid_rows(), `registry list` on stderr,
+#   the stream's status, the registry_rows_valid asset check); it never stops a reader. Option sec types
+#   (OPT, FOP, WAR, IOPT) need right, strike > 0 and expiry. conid is the key: when a bot appended a second
+#   row for a conid, the newest updated_at wins and the others are reported.
 STRATEGY_REGISTRY = TableSpec(
     name="strategy_registry",
     columns={
@@ -90,9 +109,22 @@ POSITION_QUEUE = TableSpec(
         "updated_at": UTC_TIMESTAMP,  # last insert/refresh of this row
     },
     keys=("account", "conid"),
+    # The change data feed lets a sensor read only the rows changed since its cursor; checkpoints every
+    # 10 commits keep opening the table cheap although every stream and batch step MERGEs into it.
+    properties={"delta.enableChangeDataFeed": "true", "delta.checkpointInterval": "10"},
 )
 
-# Fields of one position observation (PositionRow), in order.
+# Fields of one position observation (PositionRow), in order. Prices and greeks are IB's, per share of ONE
+# option (per one unit of the underlying), never per position; null = IB did not compute it (its -1/-2
+# markers and unset values are never stored as numbers, see ib/values.py):
+# - market_price: mid of a valid two-sided quote, else IB's model price (one-sided/empty quote), else last,
+#   else close. market_value = market_price x position x multiplier (IB's convention).
+# - delta: option price change per 1.00 move of the underlying; a position's share-equivalent delta is
+#   delta x position x multiplier (x underlying_price for dollars).
+# - gamma: delta change per 1.00 move of the underlying.
+# - vega: option price change per 1 volatility point (0.01 of implied_vol).
+# - theta: option price change per calendar day.
+# - implied_vol: a fraction (0.25 = 25 %).
 POSITION_ROW_COLUMNS: dict[str, pl.DataType] = {
     "account": pl.String(),
     **_CONTRACT,
@@ -137,6 +169,8 @@ POSITIONS = TableSpec(
         "refreshed_at": UTC_TIMESTAMP,
     },
     keys=("account", "conid"),
+    # Merged into once per stream flush: frequent checkpoints keep a fresh open (and a read) in ~10 ms.
+    properties={"delta.checkpointInterval": "10"},
 )
 
 TABLES: dict[str, TableSpec] = {
@@ -144,6 +178,8 @@ TABLES: dict[str, TableSpec] = {
     for spec in (STRATEGY_REGISTRY, POSITION_QUEUE, STREAMED_POSITIONS, QUEUED_POSITIONS, POSITIONS)
 }
 HISTORY_TABLES = (STREAMED_POSITIONS.name, QUEUED_POSITIONS.name)
+# Tables other programs write: extra columns are allowed and compatible column types accepted (see above).
+OPEN_SCHEMA_TABLES = frozenset({STRATEGY_REGISTRY.name})
 
 
 def spec_for(name: str) -> TableSpec:

@@ -15,7 +15,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.schema import PrimitiveType
 
 from v6_positions.lake.errors import LakeError, LakeSchemaError
-from v6_positions.lake.schemas import TableSpec, spec_for
+from v6_positions.lake.schemas import OPEN_SCHEMA_TABLES, TableSpec, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,46 @@ def local_path(uri: str) -> str | None:
     return uri
 
 
+# Delta types a program other than ours may have used for a column we declare (readers cast on read):
+# integers of any width for long, any number for double, timestamp without time zone (taken as UTC).
+COMPATIBLE_TYPES: dict[str, frozenset[str]] = {
+    "long": frozenset({"long", "integer", "short", "byte"}),
+    "double": frozenset({"double", "float", "long", "integer", "short", "byte"}),
+    "string": frozenset({"string"}),
+    "boolean": frozenset({"boolean"}),
+    "timestamp": frozenset({"timestamp", "timestamp_ntz"}),
+    "date": frozenset({"date"}),
+}
+
+
 def check_schema(table: DeltaTable, spec: TableSpec, uri: str) -> None:
+    """Refuse a table whose columns break the declared schema, naming the column and the table.
+
+    Our own tables must match exactly. Tables other programs write (OPEN_SCHEMA_TABLES: the registry) need
+    every declared column with a compatible type; extra columns are allowed and ignored."""
     actual = {field.name: str(getattr(field.type, "type", field.type)) for field in table.schema().fields}
     expected = spec.delta_types()
-    if actual != expected:
-        missing = sorted(set(expected) - set(actual))
-        extra = sorted(set(actual) - set(expected))
-        changed = sorted(n for n in set(expected) & set(actual) if expected[n] != actual[n])
+    open_schema = spec.name in OPEN_SCHEMA_TABLES
+
+    def fits(name: str) -> bool:
+        if actual[name] == expected[name]:
+            return True
+        return open_schema and actual[name] in COMPATIBLE_TYPES.get(expected[name], frozenset())
+
+    missing = sorted(set(expected) - set(actual))
+    extra = [] if open_schema else sorted(set(actual) - set(expected))
+    changed = sorted(n for n in set(expected) & set(actual) if not fits(n))
+    if missing or extra or changed:
         details = "; ".join(
             part
             for part in (
-                f"missing columns {missing}" if missing else "",
+                f"missing {'required ' if open_schema else ''}columns {missing}" if missing else "",
                 f"unexpected columns {extra}" if extra else "",
-                ", ".join(f"{n} is {actual[n]} not {expected[n]}" for n in changed),
+                ", ".join(
+                    f"{n} is {actual[n]} "
+                    + (f"(not compatible with {expected[n]})" if open_schema else f"not {expected[n]}")
+                    for n in changed
+                ),
             )
             if part
         )
@@ -154,7 +181,8 @@ def retry_on_conflict(
     operation: Callable[[], T],
     *,
     what: str,
-    attempts: int = 12,
+    attempts: int = 200,
+    budget_s: float = 60.0,
     base_delay_s: float = 0.02,
     max_delay_s: float = 1.0,
 ) -> T:
@@ -162,15 +190,21 @@ def retry_on_conflict(
 
     delta-rs retries plain version clashes itself, but a MERGE/UPDATE whose files another writer rewrote
     fails with CommitFailedError and must be re-run against the new version. `operation` must reload the
-    table itself. Backoff is exponential with jitter, and bounded: after `attempts` we give up loudly.
+    table itself. Backoff is exponential with jitter, and bounded: after `attempts` conflicts or once
+    `budget_s` has passed we give up loudly. The budget is mainly time because an attempt on an object
+    store takes ~10x longer than on a local disk, so a busy peer wins many more races per attempt there:
+    a dozen attempts that suffice locally starve a writer on S3.
     """
+    deadline = time.monotonic() + budget_s
     for attempt in range(1, attempts + 1):
         try:
             return operation()
         except CommitFailedError as exc:
-            if attempt == attempts:
-                raise LakeError(f"{what}: gave up after {attempts} conflicting commits: {exc}") from exc
             delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            if attempt == attempts or time.monotonic() + delay > deadline:
+                raise LakeError(
+                    f"{what}: gave up after {attempt} conflicting commits in {budget_s:.0f}s budget: {exc}"
+                ) from exc
             log.debug("%s: commit conflict (attempt %d), retrying in %.3fs", what, attempt, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

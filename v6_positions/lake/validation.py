@@ -10,6 +10,7 @@ Normalisations (documented so callers can rely on them):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 
 from v6_positions.lake.errors import InvalidRowError
@@ -145,3 +146,46 @@ def check_time(field: str, value: object, *, required: bool) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+# Multipliers a registry row may leave empty (the `registry add` defaults); other sec types must say theirs.
+DEFAULT_MULTIPLIERS = {"OPT": 100, "STK": 1}
+
+
+def check_registry_row(row: Mapping[str, object]) -> dict[str, object]:
+    """One `strategy_registry` row as a bot may have written it, normalised; InvalidRowError names the first
+    field that breaks the table's contract (see schemas.STRATEGY_REGISTRY).
+
+    Empty sec_type means OPT and an empty multiplier the `registry add` default (OPT 100, STK 1), as for a
+    leg added with the CLI. Option sec types need right C/P, a strike > 0 and a YYYYMMDD expiry."""
+    conid = check_conid(row.get("conid"))
+    symbol = check_symbol(row.get("symbol"))
+    raw_sec_type = row.get("sec_type")
+    sec_type = "OPT" if raw_sec_type is None else check_sec_type(raw_sec_type)
+    option = sec_type in OPTION_SEC_TYPES
+    right = check_right(row.get("right"), required=option)
+    strike = check_strike(row.get("strike"), required=option, sec_type=sec_type)
+    expiry = check_expiry(row.get("expiry"), required=option)
+    multiplier = row.get("multiplier")
+    if multiplier is None:
+        if sec_type not in DEFAULT_MULTIPLIERS:
+            raise InvalidRowError("multiplier", multiplier, f"required for sec_type {sec_type}")
+        multiplier = DEFAULT_MULTIPLIERS[sec_type]
+    else:
+        multiplier = check_positive_int("multiplier", multiplier)
+    strategy_id = check_int_at_least("strategy_id", row.get("strategy_id"), 0)
+    active = row.get("active")
+    if not isinstance(active, bool):
+        raise InvalidRowError("active", active, "must be true or false")
+    return {
+        "conid": conid,
+        "symbol": symbol,
+        "sec_type": sec_type,
+        "right": right,
+        "strike": strike,
+        "expiry": expiry,
+        "multiplier": multiplier,
+        "strategy_id": strategy_id,
+        "active": active,
+        "updated_at": check_time("updated_at", row.get("updated_at"), required=False),
+    }

@@ -4,6 +4,8 @@
 - ``"demo"`` — one account ``DU1000001``: three iron condors (SPY, QQQ, IWM; 12 legs with fixed conids
   900000001..900000012 and strategy ids 1, 2, 3), 200 other option positions on eight underlyings and
   four stock positions;
+- ``"demo-fa"`` — the demo book plus a second account ``DU1000002`` (a login with several managed accounts):
+  it holds two of the SPY condor legs too, 20 options of its own (conids 930000001..930000020) and AAPL stock;
 - ``"generated:N"`` — N synthetic option positions across eight underlyings and four expiries (deterministic);
 - a path to a JSON file in the format below.
 
@@ -30,7 +32,11 @@ JSON book format::
          "multiplier": 100,                            # default 100 for OPT, 1 for STK
          "position": -1,                               # non-zero number
          "avg_cost": 250.0,                            # optional; per contract incl. multiplier (IB)
-         "strategy_id": 1}                             # optional; marks a strategy leg
+         "strategy_id": 1,                             # optional; marks a strategy leg
+         "one_sided": true,                            # optional quirk: no bid (-1), stale last, model price
+         "stale_last": 0.40,                           # optional: the stale last of a one-sided contract
+         "data_warning": 10090,                        # optional quirk: 10090/10091 warning on reqMktData
+         "missing_greeks": ["vega", "theta"]}          # optional quirk: sent as IB's sentinels (-2 / -1)
       ]
     }
 
@@ -50,6 +56,10 @@ from typing import Any, NamedTuple
 
 DEMO_ACCOUNT = "DU1000001"
 DEFAULT_VOLATILITY = 0.25
+
+
+GREEK_FIELDS = ("implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta", "und_price")
+DATA_WARNINGS = frozenset({10090, 10091})
 
 
 class BookError(ValueError):
@@ -106,11 +116,55 @@ class Underlying:
 
 
 @dataclass(slots=True)
+class Quirks:
+    """How IB's data for one contract departs from a clean two-sided quote (see the module docstring)."""
+
+    one_sided: bool = False  # no bid (-1, size 0), a stale last, IB's model price in tick 13
+    stale_last: float | None = None  # the frozen last of a one-sided contract (None: 3 x close, >= 0.05)
+    data_warning: int | None = None  # 10090 / 10091 sent on reqMktData; the data still streams
+    missing_greeks: frozenset[str] = frozenset()  # names from GREEK_FIELDS sent as IB's sentinels
+
+    @property
+    def plain(self) -> bool:
+        return not (self.one_sided or self.data_warning or self.missing_greeks)
+
+
+def make_quirks(fields: dict[str, Any], where: str) -> Quirks:
+    """Quirks from the optional book / control-API fields; BookError names the field when one is bad."""
+    one_sided = fields.get("one_sided", False)
+    if not isinstance(one_sided, bool):
+        raise BookError(f"{where}.one_sided: expected true or false, got {one_sided!r}")
+    stale_last = fields.get("stale_last")
+    if stale_last is not None:
+        if isinstance(stale_last, bool) or not isinstance(stale_last, (int, float)):
+            raise BookError(f"{where}.stale_last: expected a number, got {stale_last!r}")
+        if not math.isfinite(stale_last) or stale_last <= 0:
+            raise BookError(f"{where}.stale_last: must be a finite number > 0, got {stale_last!r}")
+        stale_last = float(stale_last)
+    warning = fields.get("data_warning")
+    if warning is not None and (isinstance(warning, bool) or warning not in DATA_WARNINGS):
+        raise BookError(f"{where}.data_warning: must be 10090, 10091 or null, got {warning!r}")
+    missing = fields.get("missing_greeks", [])
+    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+        raise BookError(f"{where}.missing_greeks: expected a list of names, got {missing!r}")
+    unknown = sorted(set(missing) - set(GREEK_FIELDS))
+    if unknown:
+        raise BookError(
+            f"{where}.missing_greeks: unknown name {unknown[0]!r}; known: {', '.join(GREEK_FIELDS)}"
+        )
+    return Quirks(one_sided, stale_last, warning, frozenset(missing))
+
+
+QUIRK_FIELDS = frozenset({"one_sided", "stale_last", "data_warning", "missing_greeks"})
+
+
+@dataclass(slots=True)
 class Book:
     accounts: list[str]
     underlyings: dict[str, Underlying]
     positions: dict[tuple[str, int], BookPosition] = field(default_factory=dict)
     contracts: dict[int, BookContract] = field(default_factory=dict)
+    quirks: dict[int, Quirks] = field(default_factory=dict)  # conid -> how IB's data for it is odd
 
     def __post_init__(self) -> None:
         for und in self.underlyings.values():
@@ -260,6 +314,28 @@ def demo_book(today: dt.date | None = None) -> Book:
     return book
 
 
+FA_ACCOUNT = "DU1000002"
+
+
+def demo_fa_book(today: dt.date | None = None) -> Book:
+    """The demo book plus a second managed account holding two SPY condor legs, 20 options and AAPL."""
+    book = demo_book(today)
+    book.accounts.append(FA_ACCOUNT)
+    for conid, qty in ((900000001, 2.0), (900000002, -2.0)):
+        first = book.positions[(DEMO_ACCOUNT, conid)]
+        book.positions[(FA_ACCOUNT, conid)] = BookPosition(
+            FA_ACCOUNT, first.contract, qty, first.avg_cost, first.strategy_id
+        )
+    rng = random.Random(20240602)
+    other = Book([FA_ACCOUNT], book.underlyings, contracts=dict(book.contracts))
+    _add_random_options(other, 20, rng, 930000001, third_fridays(4, today))
+    book.positions.update(other.positions)
+    book.contracts.update(other.contracts)
+    aapl = book.underlyings["AAPL"].stock_contract()
+    book.positions[(FA_ACCOUNT, aapl.conid)] = BookPosition(FA_ACCOUNT, aapl, 50.0, 221.5)
+    return book
+
+
 def generated_book(count: int, today: dt.date | None = None) -> Book:
     """`count` synthetic option positions (one account) across eight underlyings and four expiries."""
     if count < 0:
@@ -327,6 +403,7 @@ _POSITION_FIELDS = frozenset(
         "position",
         "avg_cost",
         "strategy_id",
+        *QUIRK_FIELDS,
     }
 )
 
@@ -376,6 +453,11 @@ def book_from_dict(data: Any) -> Book:
             raise BookError(f"positions[{i}].conid: {pos.contract.conid} already names a different contract")
         book.positions[key] = pos
         book.contracts[pos.contract.conid] = pos.contract
+        if QUIRK_FIELDS & set(row):
+            quirks = make_quirks(row, f"positions[{i}]")
+            if pos.contract.conid in book.quirks and book.quirks[pos.contract.conid] != quirks:
+                raise BookError(f"positions[{i}].conid: {pos.contract.conid} has different quirks elsewhere")
+            book.quirks[pos.contract.conid] = quirks
     return book
 
 
@@ -433,6 +515,8 @@ def load_book(spec: str) -> Book:
     """A book from "demo", "generated:N" or a JSON file path; raises BookError when it is invalid."""
     if spec == "demo":
         return demo_book()
+    if spec == "demo-fa":
+        return demo_fa_book()
     if spec.startswith("generated:"):
         try:
             count = int(spec.split(":", 1)[1])

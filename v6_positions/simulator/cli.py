@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_CONTROL_PORT,
         help=f"control HTTP port on loopback (default {DEFAULT_CONTROL_PORT})",
     )
-    parser.add_argument("--book", default="demo", help="demo | generated:N | FILE.json (default demo)")
+    parser.add_argument(
+        "--book", default="demo", help="demo | demo-fa | generated:N | FILE.json (default demo)"
+    )
     parser.add_argument("--max-lines", type=int, default=100, help="market data lines (default 100)")
     parser.add_argument(
         "--portfolio-interval",
@@ -40,12 +42,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tick-interval", type=float, default=0.25, help="seconds between ticks (default 0.25)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random-walk seed (default 0)")
+    parser.add_argument(
+        "--client-id-linger",
+        type=float,
+        default=0.0,
+        help="seconds a closed socket keeps its clientId and lines, as a gateway dropping a dead socket "
+        "late (default 0)",
+    )
     parser.set_defaults(handler=run_simulate)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     if args.max_lines < 0 or args.portfolio_interval <= 0 or args.tick_interval <= 0:
         raise ValueError("--max-lines must be >= 0, --portfolio-interval and --tick-interval > 0")
+    if args.client_id_linger < 0:
+        raise ValueError(f"--client-id-linger must be >= 0, got {args.client_id_linger}")
     try:
         book = load_book(args.book)
     except BookError as exc:
@@ -66,6 +77,7 @@ async def _serve(args: argparse.Namespace, book: Book) -> int:
         portfolio_interval=args.portfolio_interval,
         seed=args.seed,
         tick_interval=args.tick_interval,
+        client_id_linger=args.client_id_linger,
     )
     async with sim, ControlServer(sim, "127.0.0.1", args.control_port) as control:
         print(f"listening on {args.host}:{sim.port}", flush=True)

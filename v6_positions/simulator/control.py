@@ -6,6 +6,11 @@ POST /restart       {"down_seconds": S}       -> drop all, refuse connections fo
 POST /connectivity  {"code": 1100|1101|1102}  -> send the connectivity message to every client
 POST /positions     {"account", "conid", "position", "avg_cost"?, contract fields for a new contract}
 POST /reset-stats                             -> zero the counters
+POST /hold-lines    {"lines": N}              -> N lines held outside the API (TWS, phone); 0 frees them
+POST /client-id-linger {"seconds": S}         -> a dead socket keeps its clientId and lines S seconds
+POST /hold-client-id {"client_id": N, "seconds": S} -> clientId N in use (326) for S seconds, no socket
+POST /competing-session {"active": bool}      -> 10197 to every stream and no ticks, until false
+POST /quirks        {"conid", "one_sided"?, "stale_last"?, "data_warning"?, "missing_greeks"?}
 """
 
 from __future__ import annotations
@@ -141,6 +146,36 @@ class ControlServer:
             if path == "/reset-stats":
                 sim.reset_stats()
                 return {"reset": True}
+            if path == "/hold-lines":
+                lines = _integer(body, "lines")
+                await sim.hold_lines(lines)
+                return {"external_lines": lines}
+            if path == "/client-id-linger":
+                seconds = _number(body, "seconds")
+                await sim.set_client_id_linger(seconds)
+                return {"client_id_linger": seconds}
+            if path == "/hold-client-id":
+                client_id, seconds = _integer(body, "client_id"), _number(body, "seconds")
+                await sim.hold_client_id(client_id, seconds)
+                return {"client_id": client_id, "seconds": seconds}
+            if path == "/competing-session":
+                active = body["active"]
+                if not isinstance(active, bool):
+                    raise ValueError(f"active: expected true or false, got {active!r}")
+                await sim.set_competing_session(active)
+                return {"competing_session": active}
+            if path == "/quirks":
+                fields = dict(body)
+                conid = _integer(fields, "conid")
+                del fields["conid"]
+                quirks = await sim.set_quirks(conid, **fields)
+                return {
+                    "conid": conid,
+                    "one_sided": quirks.one_sided,
+                    "stale_last": quirks.stale_last,
+                    "data_warning": quirks.data_warning,
+                    "missing_greeks": sorted(quirks.missing_greeks),
+                }
         except KeyError as exc:
             raise HttpError(400, f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -148,4 +183,29 @@ class ControlServer:
         raise HttpError(404, f"no {method} {path}")
 
 
-_POST_PATHS = {"/disconnect", "/restart", "/connectivity", "/positions", "/reset-stats"}
+_POST_PATHS = {
+    "/disconnect",
+    "/restart",
+    "/connectivity",
+    "/positions",
+    "/reset-stats",
+    "/hold-lines",
+    "/client-id-linger",
+    "/hold-client-id",
+    "/competing-session",
+    "/quirks",
+}
+
+
+def _integer(body: dict[str, Any], name: str) -> int:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    return value
+
+
+def _number(body: dict[str, Any], name: str) -> float:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return float(value)

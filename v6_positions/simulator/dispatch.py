@@ -232,6 +232,8 @@ class RequestDispatcher:
         subscribe = r.flag()
         account = r.text() or self.sim.book.accounts[0]
         if subscribe:
+            if session.client_id is not None:
+                self.sim.counters.account_updates_requests_by_client[session.client_id] += 1
             if account not in self.sim.book.accounts:
                 session.send_error(-1, 321, f"{protocol.ERROR_TEXTS[321]} unknown account {account!r}")
                 return
@@ -275,6 +277,8 @@ class RequestDispatcher:
     def req_pnl_single(self, session: ClientSession, fields: list[str]) -> None:
         r = FieldReader(fields, 1)
         req_id, account, _model, conid = r.integer(), r.text(), r.text(), r.integer()
+        if session.client_id is not None:
+            self.sim.counters.pnl_single_requests_by_client[session.client_id] += 1
         session.pnl_single[req_id] = (account, conid)
         session.send(self.sim.pnl_single_message(req_id, account, conid))
 

@@ -11,6 +11,7 @@ from v6_positions.simulator.pricing import OptionQuote, black_scholes, years_to_
 
 # One walk step is one minute of a 390-minute trading day: visible moves, no blow-ups.
 _STEP_YEARS = 1.0 / (252 * 390)
+NO_BID = -1.0  # IB's "no price" on the bid side
 
 
 @dataclass(slots=True)
@@ -67,6 +68,10 @@ class Market:
         self.steps += 1
         self._cache.clear()
 
+    def forget(self, conid: int) -> None:
+        """Drop a cached quote (its contract's quirks changed)."""
+        self._cache.pop(conid, None)
+
     def _years_to(self, expiry: str) -> float:
         years = self._years.get(expiry)
         if years is None:
@@ -99,12 +104,20 @@ class Market:
             close = self._opening[contract.symbol]
             half_spread = 0.01
         bid = _round_tick(mid - half_spread)
+        bid = bid if bid > 0 else 0.01
+        bid_size = float(10 + size_seed % 40)
+        last = _round_tick(mid)
+        quirks = self._book.quirks.get(contract.conid)
+        if quirks is not None and quirks.one_sided:
+            # A far-OTM wing: nobody bids (IB sends -1 with size 0) and the last trade is days old.
+            bid, bid_size = NO_BID, 0.0
+            last = quirks.stale_last if quirks.stale_last is not None else max(_round_tick(3 * close), 0.05)
         quote = Quote(
-            bid=bid if bid > 0 else 0.01,
+            bid=bid,
             ask=_round_tick(mid + half_spread),
-            last=_round_tick(mid),
+            last=last,
             mark=round(mid, 4),
-            bid_size=float(10 + size_seed % 40),
+            bid_size=bid_size,
             ask_size=float(10 + (size_seed // 40) % 40),
             last_size=float(1 + size_seed % 9),
             volume=volume,

@@ -114,9 +114,25 @@ ERROR_TEXTS: dict[int, str] = {
     2104: "Market data farm connection is OK:usfarm",
     2106: "HMDS data farm connection is OK:ushmds",
     2158: "Sec-def data farm connection is OK:secdefnj",
+    10090: "Part of requested market data is not subscribed. Subscription-independent ticks are still active."
+    "Delayed market data is available.",
+    10091: "Part of requested market data requires additional subscription for API. See link in "
+    "'Market Data Connections' dialog for more details.Delayed market data is available.",
+    10197: "No market data during competing live session",
 }
 READ_ONLY_TEXT = "Error validating request.-'bN' : cause - The API interface is currently in Read-Only mode."
 CONNECTIVITY_CODES = frozenset({1100, 1101, 1102})
+# What IB sends in an option computation for a value it did not compute (ib_async maps only some to None).
+GREEK_SENTINELS = {
+    "implied_vol": -1.0,
+    "delta": -2.0,
+    "opt_price": -1.0,
+    "pv_dividend": -1.0,
+    "gamma": -2.0,
+    "vega": -2.0,
+    "theta": -2.0,
+    "und_price": -1.0,
+}
 
 Fields = list[object]
 

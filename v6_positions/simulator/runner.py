@@ -7,7 +7,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from v6_positions.simulator.book import Book
+from v6_positions.simulator.book import Book, Quirks
 from v6_positions.simulator.control import ControlServer
 from v6_positions.simulator.server import GatewaySimulator
 
@@ -135,3 +135,28 @@ class SimulatorThread:
     ) -> None:
         assert self.sim is not None
         self._call(self.sim.set_position(account, conid, position, avg_cost, **contract))
+
+    def hold_lines(self, lines: int) -> None:
+        """Lines held outside the API (TWS watchlists, the phone app); 0 frees them."""
+        assert self.sim is not None
+        self._call(self.sim.hold_lines(lines))
+
+    def set_client_id_linger(self, seconds: float) -> None:
+        """From now on a closed socket keeps its clientId (326 for others) and its lines `seconds` long."""
+        assert self.sim is not None
+        self._call(self.sim.set_client_id_linger(seconds))
+
+    def hold_client_id(self, client_id: int, seconds: float) -> None:
+        """`client_id` is in use (326) for `seconds`, with no socket; 0 releases it."""
+        assert self.sim is not None
+        self._call(self.sim.hold_client_id(client_id, seconds))
+
+    def competing_session(self, active: bool) -> None:
+        """10197 to every stream and no ticks while active."""
+        assert self.sim is not None
+        self._call(self.sim.set_competing_session(active))
+
+    def set_quirks(self, conid: int, **fields: Any) -> Quirks:
+        """one_sided, stale_last, data_warning (10090/10091/None), missing_greeks (list of names)."""
+        assert self.sim is not None
+        return self._call(self.sim.set_quirks(conid, **fields))

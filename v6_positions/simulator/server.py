@@ -1,7 +1,9 @@
 """GatewaySimulator: an asyncio TCP server that speaks the TWS API like IB Gateway, over a simulated book.
 
-Shared, gateway-wide state lives here (as at IB): the market-data line count across ALL clients, the single
-account-updates holder, the clientId table, and the fault switches (connectivity, restart).
+Shared, gateway-wide state lives here (as at IB): the market-data line count across ALL clients (plus lines
+held outside the API: TWS, the phone app), the single account-updates holder, the clientId table (with ids
+still held by dead sockets the gateway has not dropped yet), and the fault switches (connectivity, restart,
+a competing live session).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import time
 from typing import Any
 
 from v6_positions.simulator import protocol
-from v6_positions.simulator.book import Book, BookContract, BookPosition, Underlying
+from v6_positions.simulator.book import (
+    Book,
+    BookContract,
+    BookError,
+    BookPosition,
+    Quirks,
+    Underlying,
+    make_quirks,
+)
 from v6_positions.simulator.dispatch import (
     ContractQuery,
     RequestDispatcher,
@@ -29,6 +39,7 @@ from v6_positions.simulator.stats import SimStats
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 32
+_PLAIN = Quirks()
 PACING_LIMIT = 50  # messages per second per client, IB's documented limit
 STARTING_CASH = 1_000_000.0
 
@@ -49,6 +60,7 @@ class GatewaySimulator:
         snapshot_delay: float = 0.2,
         max_clients: int = MAX_CLIENTS,
         pacing_limit: int = PACING_LIMIT,
+        client_id_linger: float = 0.0,
     ) -> None:
         self.book = book
         self.host = host
@@ -59,6 +71,11 @@ class GatewaySimulator:
         self.snapshot_delay = snapshot_delay
         self.max_clients = max_clients
         self.pacing_limit = pacing_limit
+        self.client_id_linger = client_id_linger  # seconds a dead socket keeps its clientId and lines
+        self.external_lines = 0  # lines held outside the API (TWS watchlists, the phone app)
+        self.lingering: dict[int, ClientSession] = {}  # clientId -> closed session the gateway still holds
+        self.held_client_ids: dict[int, float] = {}  # clientId -> monotonic deadline (no socket at all)
+        self.competing_session = False  # 10197: another live session took the market data
         self.market = Market(book, seed)
         self.counters = SimStats()
         self.dispatcher = RequestDispatcher(self)
@@ -100,6 +117,7 @@ class GatewaySimulator:
             self._reopen_task.cancel()
         await self._close_listener()
         await self.disconnect_all()
+        self._forget_held_ids()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -145,9 +163,9 @@ class GatewaySimulator:
 
     def register_client(self, session: ClientSession, client_id: int) -> bool:
         """startApi: claim the clientId (326 if taken), then say hello the way IB Gateway does."""
-        if client_id in self.clients:
+        if client_id in self.clients or self._id_held(client_id):
             log.warning("clientId %d already in use; refusing %s", client_id, session.peer)
-            session.send_error(-1, 326)
+            session.send_error(-1, 326, client_id=client_id)
             return False
         session.client_id = client_id
         self.clients[client_id] = session
@@ -161,20 +179,132 @@ class GatewaySimulator:
         log.info("client %d connected from %s", client_id, session.peer)
         return True
 
-    def session_closed(self, session: ClientSession) -> None:
-        """Free everything the connection held: its lines, its clientId, account updates."""
+    def session_closed(self, session: ClientSession, linger: bool = True) -> None:
+        """Free everything the connection held: its lines, its clientId, account updates.
+
+        With `client_id_linger` > 0 (and `linger`), the clientId and the lines stay taken that long, as
+        when IB Gateway notices a dead socket late; a crash or restart (`linger=False`) frees all at once."""
+        if session not in self.sessions:
+            return  # already done (disconnect_all, then the connection handler's finally)
         self.sessions.discard(session)
-        if session.client_id is not None and self.clients.get(session.client_id) is session:
-            del self.clients[session.client_id]
         if self.account_updates_holder is session:
             self.release_account_updates()
-        session.mkt.clear()
         session.pnl_single.clear()
         session.pnl.clear()
+        cid = session.client_id
+        if cid is not None and self.clients.get(cid) is session:
+            if linger and self.client_id_linger > 0:
+                self.lingering[cid] = session
+                session.linger_until = time.monotonic() + self.client_id_linger
+                asyncio.get_running_loop().call_later(self.client_id_linger, self._end_linger, session)
+                log.info(
+                    "client %d's socket is gone; its id and %d lines stay held %.1fs",
+                    cid,
+                    len(session.mkt),
+                    self.client_id_linger,
+                )
+                return
+            del self.clients[cid]
+        session.mkt.clear()
+
+    def _end_linger(self, session: ClientSession) -> None:
+        cid = session.client_id
+        if cid is not None and self.lingering.get(cid) is session:
+            del self.lingering[cid]
+            if self.clients.get(cid) is session:
+                del self.clients[cid]
+            log.info("client %d's dead socket dropped; %d lines freed", cid, len(session.mkt))
+        session.mkt.clear()
+
+    def _drop_lingering(self) -> None:
+        for session in list(self.lingering.values()):
+            self._end_linger(session)
+
+    def _id_held(self, client_id: int) -> bool:
+        deadline = self.held_client_ids.get(client_id)
+        if deadline is None:
+            return False
+        if deadline <= time.monotonic():
+            del self.held_client_ids[client_id]
+            return False
+        return True
+
+    def _forget_held_ids(self) -> None:
+        self.held_client_ids.clear()
+        self._drop_lingering()
+
+    async def hold_client_id(self, client_id: int, seconds: float) -> None:
+        """Keep `client_id` "in use" for `seconds` with no socket (0 releases it): its connects get 326."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        if seconds == 0:
+            self.held_client_ids.pop(client_id, None)
+        else:
+            self.held_client_ids[client_id] = time.monotonic() + seconds
+        log.info("clientId %d held for %.1fs", client_id, seconds)
+
+    async def set_client_id_linger(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        self.client_id_linger = seconds
 
     # ---- lines --------------------------------------------------------------------------------------------
     def lines_in_use(self) -> int:
-        return sum(len(s.mkt) for s in self.sessions)
+        return (
+            self.external_lines
+            + sum(len(s.mkt) for s in self.sessions)
+            + sum(len(s.mkt) for s in self.lingering.values())
+        )
+
+    def lines_by_client(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for session in [*self.sessions, *self.lingering.values()]:
+            if session.client_id is not None:
+                out[session.client_id] = out.get(session.client_id, 0) + len(session.mkt)
+        return out
+
+    async def hold_lines(self, lines: int) -> None:
+        """Lines held outside the API (TWS watchlists, the phone app): they count for every client."""
+        if lines < 0:
+            raise ValueError(f"lines must be >= 0, got {lines}")
+        self.external_lines = lines
+        self.counters.max_lines_in_use = max(self.counters.max_lines_in_use, self.lines_in_use())
+        log.info("lines held outside the API: %d", lines)
+
+    async def set_competing_session(self, active: bool) -> None:
+        """10197: another live session (same user elsewhere) takes the market data; every stream is told and
+        gets no ticks until it ends. Lines stay held."""
+        self.competing_session = active
+        if active:
+            for session in list(self.sessions):
+                for sub in list(session.mkt.values()):
+                    if not sub.snapshot:
+                        session.send_error(sub.req_id, 10197)
+        log.info("competing live session %s", "started" if active else "ended")
+
+    async def set_quirks(self, conid: int, **fields: Any) -> Quirks:
+        """Change how IB's data for a known contract looks (fields as in a book file's position row)."""
+        if conid not in self.book.contracts:
+            raise ValueError(f"conid {conid} is not in the book")
+        unknown = sorted(set(fields) - {"one_sided", "stale_last", "data_warning", "missing_greeks"})
+        if unknown:
+            raise ValueError(f"unknown quirk field {unknown[0]!r}")
+        current = self.book.quirks.get(conid, Quirks())
+        merged: dict[str, Any] = {
+            "one_sided": current.one_sided,
+            "stale_last": current.stale_last,
+            "data_warning": current.data_warning,
+            "missing_greeks": sorted(current.missing_greeks),
+            **fields,
+        }
+        try:
+            quirks = make_quirks(merged, "quirks")
+        except BookError as exc:
+            raise ValueError(str(exc)) from None
+        self.book.quirks[conid] = quirks
+        self.market.forget(conid)
+        log.info("quirks of %d: %s", conid, quirks)
+        return quirks
 
     def subscribe_market_data(
         self, session: ClientSession, req_id: int, query: ContractQuery, snapshot: bool
@@ -195,13 +325,19 @@ class GatewaySimulator:
         self.counters.subscribe_count += 1
         self.counters.snapshot_count += snapshot
         self.counters.max_lines_in_use = max(self.counters.max_lines_in_use, self.lines_in_use())
-        quote = self.market.quote(contract)
-        messages = [
-            protocol.market_data_type(req_id, 1),
-            protocol.tick_req_params(req_id, 0.01, "9c0001", 3),
-            *self._tick_messages(req_id, contract, quote, initial=True),
-        ]
-        session.send_many(messages, ticks=len(messages) - 2)
+        session.send(protocol.market_data_type(req_id, 1))
+        quirks = self.book.quirks.get(contract.conid)
+        if quirks is not None and quirks.data_warning:
+            session.send_error(req_id, quirks.data_warning)  # a warning: the rest of the data still comes
+        if self.competing_session:
+            session.send_error(req_id, 10197)
+        else:
+            quote = self.market.quote(contract)
+            messages = [
+                protocol.tick_req_params(req_id, 0.01, "9c0001", 3),
+                *self._tick_messages(req_id, contract, quote, initial=True),
+            ]
+            session.send_many(messages, ticks=len(messages) - 1)
         if snapshot:
             asyncio.get_running_loop().call_later(self.snapshot_delay, self._end_snapshot, session, sub)
 
@@ -219,42 +355,44 @@ class GatewaySimulator:
     def _tick_messages(
         self, req_id: int, contract: BookContract, q: Quote, initial: bool
     ) -> list[list[object]]:
+        quirks = self.book.quirks.get(contract.conid) or _PLAIN
         messages = [
             protocol.tick_price(req_id, Tick.BID, q.bid, q.bid_size),
             protocol.tick_price(req_id, Tick.ASK, q.ask, q.ask_size),
-            protocol.tick_price(req_id, Tick.LAST, q.last, q.last_size),
-            protocol.tick_size(req_id, Tick.VOLUME, q.volume),
         ]
+        if initial or not quirks.one_sided:  # a one-sided wing does not trade: its last stays stale
+            messages.append(protocol.tick_price(req_id, Tick.LAST, q.last, q.last_size))
+        messages.append(protocol.tick_size(req_id, Tick.VOLUME, q.volume))
         if initial:
             messages.append(protocol.tick_price(req_id, Tick.CLOSE, q.close, 0))
         g = q.greeks
         if g is not None:
-            kinds = (
-                (Tick.BID_OPTION, Tick.ASK_OPTION, Tick.LAST_OPTION, Tick.MODEL_OPTION)
-                if initial
-                else (Tick.MODEL_OPTION,)
-            )
+            if not initial:
+                kinds: tuple[Tick, ...] = (Tick.MODEL_OPTION,)
+            elif quirks.one_sided:  # no bid, so no bid computation; none on the stale last either
+                kinds = (Tick.ASK_OPTION, Tick.MODEL_OPTION)
+            else:
+                kinds = (Tick.BID_OPTION, Tick.ASK_OPTION, Tick.LAST_OPTION, Tick.MODEL_OPTION)
             prices = {
                 Tick.BID_OPTION: q.bid,
                 Tick.ASK_OPTION: q.ask,
                 Tick.LAST_OPTION: q.last,
                 Tick.MODEL_OPTION: g.price,
             }
-            messages.extend(
-                protocol.tick_option_computation(
-                    req_id,
-                    kind,
-                    g.implied_vol,
-                    g.delta,
-                    prices[kind],
-                    0.0,
-                    g.gamma,
-                    g.vega,
-                    g.theta,
-                    q.und_price,
-                )
-                for kind in kinds
-            )
+            for kind in kinds:
+                values = {
+                    "implied_vol": g.implied_vol,
+                    "delta": g.delta,
+                    "opt_price": prices[kind],
+                    "pv_dividend": 0.0,
+                    "gamma": g.gamma,
+                    "vega": g.vega,
+                    "theta": g.theta,
+                    "und_price": q.und_price,
+                }
+                for name in quirks.missing_greeks:  # IB's "not computed"
+                    values[name] = protocol.GREEK_SENTINELS[name]
+                messages.append(protocol.tick_option_computation(req_id, kind, **values))
         return messages
 
     async def _tick_loop(self) -> None:
@@ -262,6 +400,12 @@ class GatewaySimulator:
         for cycle in itertools.count():
             await asyncio.sleep(self.tick_interval)
             if self.feed_down:
+                continue
+            if self.competing_session:  # no market data; P&L (not market data) still flows
+                self.market.step()
+                for session in list(self.sessions):
+                    if cycle % pnl_every == 0:
+                        self._push_pnl(session)
                 continue
             try:
                 self.market.step()
@@ -397,7 +541,8 @@ class GatewaySimulator:
         for session in sessions:
             session.close()
         for session in sessions:
-            self.session_closed(session)
+            self.session_closed(session, linger=False)
+        self._drop_lingering()
         if sessions:
             log.info("dropped %d connections", len(sessions))
         await asyncio.sleep(0)
@@ -410,6 +555,7 @@ class GatewaySimulator:
             self._reopen_task.cancel()
         await self._close_listener()
         await self.disconnect_all()
+        self._forget_held_ids()
         log.info("restart: refusing connections for %.1fs", down_seconds)
         self._reopen_task = asyncio.create_task(self._reopen_after(down_seconds))
 
@@ -513,14 +659,16 @@ class GatewaySimulator:
         for session in self.sessions:
             session.pacing_violations = 0
             session.messages_received = 0
+            session.errors.clear()
 
     def stats(self) -> dict[str, Any]:
         """Everything GET /stats returns (JSON-ready: string keys)."""
         by_conid: dict[str, int] = {}
-        for session in self.sessions:
+        for session in [*self.sessions, *self.lingering.values()]:
             for sub in session.mkt.values():
                 by_conid[str(sub.contract.conid)] = by_conid.get(str(sub.contract.conid), 0) + 1
         holder = self.account_updates_holder
+        now = time.monotonic()
         out: dict[str, Any] = {
             "lines_in_use": self.lines_in_use(),
             "max_lines": self.max_lines,
@@ -534,6 +682,23 @@ class GatewaySimulator:
             "accepting": self.accepting,
             "feed_down": self.feed_down,
             "port": self.port,
+            "external_lines": self.external_lines,
+            "lines_by_client": {str(cid): n for cid, n in sorted(self.lines_by_client().items())},
+            "lingering_clients": [
+                {
+                    "client_id": cid,
+                    "lines": len(s.mkt),
+                    "released_in": round(max(0.0, (s.linger_until or now) - now), 3),
+                }
+                for cid, s in sorted(self.lingering.items())
+            ],
+            "held_client_ids": {
+                str(cid): round(deadline - now, 3)
+                for cid, deadline in sorted(self.held_client_ids.items())
+                if deadline > now
+            },
+            "client_id_linger": self.client_id_linger,
+            "competing_session": self.competing_session,
             "positions": len(self.book.positions),
             "market_steps": self.market.steps,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,11 +47,13 @@ class ClientSession:
         self.pnl_single: dict[int, tuple[str, int]] = {}
         self.pnl: dict[int, str] = {}
         self.positions_active = False
+        self.errors: Counter[int] = Counter()  # error code -> times sent on this connection
         self.messages_received = 0
         self.pacing_violations = 0
         self._tokens = float(sim.pacing_limit)
         self._last_refill = time.monotonic()
         self.closed = False
+        self.linger_until: float | None = None  # set when the socket died but the gateway still holds it
 
     # ---- output -------------------------------------------------------------------------------------------
     def send(self, *messages: list[object]) -> None:
@@ -67,8 +70,12 @@ class ClientSession:
             log.warning("client %s (%s) is not reading; dropping it", self.client_id, self.peer)
             self.close()
 
-    def send_error(self, req_id: int, code: int, text: str | None = None) -> None:
-        self.sim.counters.errors[code] += 1
+    def send_error(
+        self, req_id: int, code: int, text: str | None = None, client_id: int | None = None
+    ) -> None:
+        """Send error/warning `code`; counted per clientId (`client_id` names a refused id: 326)."""
+        self.sim.counters.note_error(client_id if client_id is not None else self.client_id, code)
+        self.errors[code] += 1
         self.send(protocol.error(req_id, code, text))
 
     def close(self) -> None:
@@ -176,5 +183,6 @@ class ClientSession:
             "account_updates": self.sim.account_updates_holder is self,
             "messages_received": self.messages_received,
             "pacing_violations": self.pacing_violations,
+            "errors": {str(code): n for code, n in sorted(self.errors.items())},
             "connected_at": self.connected_at,
         }

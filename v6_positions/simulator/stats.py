@@ -21,6 +21,15 @@ class SimStats:
     connections_accepted: int = 0
     connections_rejected: int = 0
     bad_input: int = 0  # malformed frames, unknown ids, bad fields, garbage handshakes
+    # per clientId, kept after the client leaves: who got which error, who asked for what
+    errors_by_client: dict[int, Counter[int]] = field(default_factory=dict)
+    account_updates_requests_by_client: Counter[int] = field(default_factory=Counter)
+    pnl_single_requests_by_client: Counter[int] = field(default_factory=Counter)
+
+    def note_error(self, client_id: int | None, code: int) -> None:
+        self.errors[code] += 1
+        if client_id is not None:
+            self.errors_by_client.setdefault(client_id, Counter())[code] += 1
 
     def reset(self, lines_in_use: int) -> None:
         fresh = SimStats(max_lines_in_use=lines_in_use)
@@ -42,4 +51,14 @@ class SimStats:
             "connections_accepted": self.connections_accepted,
             "connections_rejected": self.connections_rejected,
             "bad_input": self.bad_input,
+            "errors_by_client": {
+                str(cid): {str(code): n for code, n in sorted(counts.items())}
+                for cid, counts in sorted(self.errors_by_client.items())
+            },
+            "account_updates_requests_by_client": _by_client(self.account_updates_requests_by_client),
+            "pnl_single_requests_by_client": _by_client(self.pnl_single_requests_by_client),
         }
+
+
+def _by_client(counts: Counter[int]) -> dict[str, int]:
+    return {str(cid): n for cid, n in sorted(counts.items())}

@@ -7,18 +7,67 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pytest
+from postgres_server import PostgresServer, start_postgres
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
 from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision
 
+# Tests that run on both instance storages: the embedded SQLite one and dagster-postgres on a real server.
+# A module name maps to the tests of it that run on both (None: all of them); any other test can opt in
+# with `@pytest.mark.both_storages`.
+BOTH_STORAGES: dict[str, set[str] | None] = {
+    "test_defs_sensor": None,
+    "test_defs_partitions": None,
+    "test_defs_schedule": None,
+    "test_defs_checks": None,
+    "test_defs_batch": None,
+    "test_defs_kill": {"test_killed_stream_run_is_failed_and_replaced_without_losing_rows"},
+}
+STORAGES = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_storages: run the test on a SQLite and a Postgres instance")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "instance_storage" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    chosen = BOTH_STORAGES.get(module, set())
+    if (
+        chosen is None
+        or metafunc.function.__name__ in chosen
+        or metafunc.definition.get_closest_marker("both_storages")
+    ):
+        metafunc.parametrize("instance_storage", STORAGES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session, started on first use, removed at the end."""
+    with start_postgres() as server:
+        yield server
+
 
 @pytest.fixture
-def instance(tmp_path) -> Iterator[dg.DagsterInstance]:
+def instance_storage(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def instance(tmp_path, request: pytest.FixtureRequest, instance_storage: str) -> Iterator[dg.DagsterInstance]:
+    """A persistent test instance whose dagster.yaml lives in $DAGSTER_HOME (subprocesses open the same one):
+    embedded SQLite, or a fresh database of its own on the session's Postgres server."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+    overrides: dict[str, object] = {}
+    if instance_storage == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        overrides["storage"] = server.dagster_storage()
+    with dg.instance_for_test(overrides, temp_dir=str(home)) as test_instance:
         yield test_instance
 
 

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from v6_positions.defs.resources import HealthThresholds
@@ -59,6 +60,7 @@ def test_every_check_passes_on_a_healthy_lake(make_defs, instance, lake_root, ad
         "active_legs_fresh": True,
         "queue_backlog_age": True,
         "registry_legs_held": True,
+        "registry_rows_valid": True,
     }
     assert evaluations["lines_within_budget"].metadata["lines_in_use"].value == 2
 
@@ -103,3 +105,39 @@ def test_an_active_leg_without_a_position_fails(make_defs, instance, lake_root):
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert "13" in evaluation.metadata["legs_not_held"].value
+
+
+def test_a_bad_registry_row_fails_registry_rows_valid_and_names_it(make_defs, instance, lake_root):
+    healthy_lake(lake_root)
+    bad = (
+        StrategyRegistry(lake_root)
+        .all_legs()
+        .head(1)
+        .with_columns(pl.lit(99).alias("conid"), pl.lit("X").alias("right"), pl.lit("bot note").alias("note"))
+    )
+    bad.write_delta(
+        f"{lake_root}/strategy_registry", mode="append", delta_write_options={"schema_mode": "merge"}
+    )
+    evaluations = run_checks(make_defs(), instance)
+    evaluation = evaluations["registry_rows_valid"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["invalid_rows"].value == 1 and evaluation.metadata["valid_rows"].value == 2
+    assert "conid 99: right='X'" in evaluation.metadata["invalid"].value
+    assert evaluations["registry_legs_held"].passed  # the bad row is skipped, the good legs still judged
+
+
+def test_a_registry_missing_a_required_column_fails_registry_rows_valid(make_defs, instance, lake_root):
+    healthy_lake(lake_root)
+    legs = StrategyRegistry(lake_root).all_legs().drop("active")
+    legs.write_delta(
+        f"{lake_root}/strategy_registry", mode="overwrite", delta_write_options={"schema_mode": "overwrite"}
+    )
+    # the other registry checks error out (they cannot read it); this one says why
+    result = (
+        make_defs()
+        .resolve_job_def("position_health_checks")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["registry_rows_valid"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "missing required columns ['active']" in evaluation.metadata["schema_error"].value

@@ -1,4 +1,5 @@
-"""A stream run in a real process, stopped the hard way (SIGKILL) and the way a shutdown stops it."""
+"""A stream run in a real process, stopped the hard way (SIGKILL), the way a shutdown stops it, and frozen
+long enough to be judged dead while it still holds the gateway."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +16,7 @@ import dagster as dg
 import pytest
 from defs_helpers import register_demo_legs, streamed_conids, tick, wait_for
 
-from v6_positions.defs.heartbeat import STREAM_JOB_NAME
+from v6_positions.defs.heartbeat import RELEASED_TAG, STREAM_JOB_NAME
 from v6_positions.defs.stream import LINES_TAG
 from v6_positions.lake.tables import open_table, read_table
 from v6_positions.simulator import SimulatorThread
@@ -46,10 +48,31 @@ def stream_worker(
             worker.wait(timeout=30)
 
 
-def streaming_run(instance: dg.DagsterInstance, lines: int) -> dg.DagsterRun | None:
-    """The stream run, once it reports holding `lines` streams."""
-    runs = instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB_NAME))
+def streaming_run(
+    instance: dg.DagsterInstance, lines: int, other_than: str | None = None
+) -> dg.DagsterRun | None:
+    """The newest stream run (other than run `other_than`), once it reports holding `lines` streams."""
+    runs = [r for r in instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB_NAME)) if r.run_id != other_than]
     return runs[0] if runs and runs[0].tags.get(LINES_TAG) == str(lines) else None
+
+
+def freeze(worker: subprocess.Popen, instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """SIGSTOP the worker, at a moment it holds no lock of the instance's SQLite files (else the supervisor
+    could not write either, which is not the case under test): retried until a probe write goes through."""
+    for _ in range(10):
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            probe_writes(instance, run)
+            return
+        except Exception:  # noqa: BLE001 - frozen inside a transaction: let it finish and try again
+            worker.send_signal(signal.SIGCONT)
+            probe_writes(instance, run)  # waits for the worker's transaction to end
+    raise AssertionError("the worker always held a lock of the instance when frozen")
+
+
+def probe_writes(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    instance.add_run_tags(run.run_id, {"v6-test/probe": str(time.time())})  # run storage
+    instance.report_engine_event("probe write by the test", run)  # the run's own event log
 
 
 def stream_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
@@ -132,3 +155,39 @@ def test_a_shutdown_flushes_every_buffered_row_and_cancels_the_run(sim, instance
     assert stopped.status == dg.DagsterRunStatus.CANCELED
     messages = [e.message for e in instance.all_logs(run.run_id)]
     assert any("stopping the stream and flushing" in m for m in messages)
+
+
+@pytest.mark.timeout(180)
+def test_a_run_wrongly_judged_dead_lets_go_before_its_replacement_streams(
+    sim, make_defs, instance, lake_root
+):
+    """Frozen (a stuck heartbeat write, a long lock), the run is judged dead while its socket still holds its
+    lines. Its replacement is requested only after it woke up, read that it was failed, and let go: the
+    simulator never sees the two runs' lines at the same time."""
+    active = register_demo_legs(lake_root)
+    defs = make_defs(sim.port, stale_after_s=2.0, restart_backoff_s=0)
+    with stream_worker(sim, instance, lake_root, flush_interval_s=0.5) as first:
+        old = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")
+        freeze(first, instance, old)
+
+        def judged_dead() -> bool:
+            assert not tick(defs, instance).run_requests, "replaced while the old run holds its lines"
+            return instance.get_run_by_id(old.run_id).status == dg.DagsterRunStatus.FAILURE
+
+        wait_for(judged_dead, 30, "the frozen run to be judged dead")
+        assert not tick(defs, instance).run_requests
+        assert sim.stats()["lines_in_use"] == len(active)  # it really still holds them
+
+        first.send_signal(signal.SIGCONT)
+        result = wait_for(
+            lambda: (r := tick(defs, instance)).run_requests and r, 60, "the replacement to be requested"
+        )
+        assert len(result.run_requests) == 1
+        assert instance.get_run_by_id(old.run_id).tags[RELEASED_TAG] == old.run_id
+        assert first.wait(timeout=60) == 1  # it failed, by its own hand, once it let go
+
+    messages = [e.message for e in instance.all_logs(old.run_id)]
+    assert any("FAILURE in the instance: stopping the stream" in m for m in messages)
+    with stream_worker(sim, instance, lake_root, flush_interval_s=0.5):  # the replacement
+        wait_for(lambda: streaming_run(instance, len(active), other_than=old.run_id), 90, "the replacement")
+    assert sim.stats()["max_lines_in_use"] == len(active)

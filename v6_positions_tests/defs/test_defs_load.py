@@ -46,7 +46,13 @@ def test_lineage_is_the_design_picture():
         "positions": {"streamed_positions", "queued_positions"},
     }
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"lines_within_budget", "active_legs_fresh", "queue_backlog_age", "registry_legs_held"}
+    assert checks == {
+        "lines_within_budget",
+        "active_legs_fresh",
+        "queue_backlog_age",
+        "registry_legs_held",
+        "registry_rows_valid",
+    }
 
 
 def test_the_supervisor_and_the_schedules_are_on_by_default():

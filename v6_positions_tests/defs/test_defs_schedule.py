@@ -17,12 +17,13 @@ ACCOUNT = "DU1000001"
 
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance):
     schedule = defs.resolve_schedule_def("queued_positions_batch")
-    context = dg.build_schedule_context(
+    # The context opens its own instance from the ref: `with` closes it (on Postgres its connections too).
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
         resources=defs.resources,
-    )
-    return schedule.evaluate_tick(context)
+    ) as context:
+        return schedule.evaluate_tick(context)
 
 
 def queue_contracts(lake_root: str, conids: list[int]) -> list[str]:

@@ -186,6 +186,7 @@ def test_checks_evaluate_and_pass(system: System) -> None:
         ("streamed_positions", "active_legs_fresh"),
         ("position_queue", "queue_backlog_age"),
         ("positions", "registry_legs_held"),
+        ("strategy_registry", "registry_rows_valid"),
     ):
         executions = system.gql(
             LATEST_CHECK_EXECUTIONS, {"assetKey": {"path": [asset]}, "checkName": check}

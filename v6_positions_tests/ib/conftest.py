@@ -70,6 +70,7 @@ class Kit:
             replace(
                 SessionConfig.from_settings(settings), backoff_base_s=0.2, backoff_cap_s=1.0,
                 heartbeat_interval_s=1.0, heartbeat_timeout_s=2.0, connect_timeout_s=3.0,
+                client_id_retry_base_s=0.2, client_id_retry_cap_s=1.0,
             ),
         )
         all_handlers = [DeltaLakePositionWriter(writer), *(handlers or [])]

@@ -62,7 +62,7 @@ def test_1101_resubscribes_and_1102_changes_nothing(sim, kit):
     asyncio.run(scenario())
 
 
-def test_1100_without_restore_reconnects_after_the_grace_period(sim, kit):
+def test_1100_while_the_heartbeat_answers_waits_then_renews_only_after_the_grace_period(sim, kit):
     from dataclasses import replace
 
     from v6_positions.ib.session import SessionConfig
@@ -85,81 +85,148 @@ def test_1100_without_restore_reconnects_after_the_grace_period(sim, kit):
     asyncio.run(scenario())
 
 
-def test_101_from_ib_demotes_to_the_queue_and_keeps_running(make_sim, kit):
+def test_101_caps_the_lines_at_what_ib_grants_and_the_rest_wait_queued_at_priority_zero(make_sim, kit):
     sim = make_sim(max_lines=10)  # IB's real limit is lower than our (misconfigured) budget of 100
     legs = kit.register_demo_legs(sim)
-    streamer = kit.streamer(kit.settings(sim.port))
+    streamer = kit.streamer(kit.settings(sim.port, ib_client_id=12), probe_base_s=0.5, probe_cap_s=1.0)
 
     async def scenario():
         async with kit.running(streamer):
-            await kit.until(lambda: len(streamer.status().demoted) == 2, timeout=5, what="two demotions")
+            await kit.until(lambda: streamer.status().line_cap == 10, timeout=10, what="capped at 10")
             await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 10)
-            await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 1) == 2)
+            await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 0) == 2)
+            await asyncio.sleep(2.0)  # probes keep asking, one at a time, with backoff
             status = streamer.status()
-            assert status.connected and status.lines_in_use == 10
-            assert all("max_tickers" in reason for reason in status.demoted.values())
+            assert status.connected and status.lines_in_use == 10 and len(status.unfit) == 2
+            assert status.demoted == {}  # a full account is not the contract's fault
+            assert all("account full" in r.detail for r in streamer.reports if r.kind == "over_budget")
 
     asyncio.run(scenario())
-    assert sim.stats()["errors"].get("101") == 2
-    demoted = {i.conid for i in kit.queue().items() if i.priority == 1}
-    assert demoted <= set(legs)
+    refused = sim.stats()["errors_by_client"]["12"]["101"]
+    # One 101 when the account filled, then at most one per probe: 0.5 s, 1 s, 1 s ... over ~3 s.
+    assert 1 <= refused <= 6, refused
+    waiting = {i.conid for i in kit.queue().items() if i.priority == 0}
+    assert waiting <= set(legs) and len(waiting) == 2
 
 
-def test_client_id_in_use_moves_to_the_next_id(sim, kit):
+def test_a_second_stream_on_the_same_client_id_waits_and_takes_no_line(sim, kit):
+    from dataclasses import replace
+
+    from v6_positions.ib.session import SessionConfig
+
     kit.register_demo_legs(sim, count=2)
     first = kit.streamer(kit.settings(sim.port, ib_client_id=20))
-    second = kit.streamer(kit.settings(sim.port, ib_client_id=20))
+    settings = kit.settings(sim.port, ib_client_id=20)
+    config = replace(SessionConfig.from_settings(settings), client_id_retry_base_s=0.2,
+                     client_id_retry_cap_s=0.5, heartbeat_interval_s=1.0, connect_timeout_s=3.0)
+    second = kit.streamer(settings, session_config=config)
 
     async def scenario():
-        async with kit.running(first):
-            await kit.until(lambda: first.status().synced)
-            async with kit.running(second):
-                await kit.until(lambda: second.status().synced, timeout=10)
-                assert (first.status().client_id, second.status().client_id) == (20, 21)
+        first_stop = asyncio.Event()
+        first_task = asyncio.create_task(first.run(first_stop))
+        await kit.until(lambda: first.status().synced and first.status().lines_in_use == 2)
+        async with kit.running(second):
+            await kit.until(lambda: second.status().client_id_waits >= 3, what="second waits on 326")
+            status = second.status()
+            assert status.waiting_for_client_id and not status.connected and status.lines_in_use == 0
+            assert status.client_id == 20
+            stats = sim.stats()
+            assert stats["lines_in_use"] == 2 and stats["lines_by_client"] == {"20": 2}
+            assert [c["client_id"] for c in stats["clients"]] == [20]
+            first_stop.set()
+            await asyncio.wait_for(first_task, 30)
+            await kit.until(lambda: second.status().synced and second.status().lines_in_use == 2,
+                            what="second takes over on the same id")
+            assert second.status().client_id == 20 and not second.status().waiting_for_client_id
+            assert sim.stats()["lines_by_client"] == {"20": 2}
 
     asyncio.run(scenario())
-    assert sim.stats()["errors"].get("326") == 1
+    assert sim.stats()["errors_by_client"]["20"]["326"] >= 3
 
 
-def test_every_client_id_busy_backs_off_then_connects_when_one_frees(sim, kit):
+def test_a_helper_whose_id_range_is_busy_backs_off_then_connects_when_one_frees(sim):
     from dataclasses import replace
 
     from ib_async import IB
 
-    from v6_positions.ib.session import SessionConfig
+    from v6_positions.config import Settings
+    from v6_positions.ib.session import BATCH_FETCH, IBSession, SessionConfig
 
-    settings = kit.settings(sim.port, ib_client_id=50)
-    config = replace(SessionConfig.from_settings(settings), client_id_count=2, backoff_base_s=0.2,
-                     backoff_cap_s=1.0, heartbeat_interval_s=1.0)
-    streamer = kit.streamer(settings, session_config=config)
+    settings = Settings(ib_port=sim.port, ib_client_id=49)  # helpers: 50..58; this one may use 50 and 51
+    config = replace(SessionConfig.from_settings(settings), client_id=50, client_id_count=2,
+                     backoff_base_s=0.2, backoff_cap_s=1.0, heartbeat_interval_s=1.0)
+    session = IBSession(config, IB(), fetch=BATCH_FETCH)
 
     async def scenario():
         holders = [IB(), IB()]
         for client_id, holder in zip((50, 51), holders, strict=True):
             await holder.connectAsync("127.0.0.1", sim.port, clientId=client_id, readonly=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.run(stop))
         try:
-            async with kit.running(streamer):
-                await kit.until(lambda: sim.stats()["errors"].get("326", 0) >= 4, what="tried both ids twice")
-                await asyncio.sleep(1.0)  # the span over which the retries are counted
-                busy = sim.stats()["errors"]["326"]
-                assert busy <= 10, f"{busy} attempts in ~2s: retrying busy ids without backoff"
-                holders[1].disconnect()
-                await kit.until(lambda: streamer.status().synced, timeout=10, what="connected on 51")
-                assert streamer.status().client_id == 51
+            await _until(lambda: sim.stats()["errors"].get("326", 0) >= 4, "tried both ids twice")
+            await asyncio.sleep(1.0)  # the span over which the retries are counted
+            busy = sim.stats()["errors"]["326"]
+            assert busy <= 10, f"{busy} attempts in ~2s: retrying busy ids without backoff"
+            holders[1].disconnect()
+            await _until(lambda: session.connected, "connected on 51", timeout=10)
+            assert session.client_id == 51
         finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await session.close()
             for holder in holders:
                 holder.disconnect()
 
     asyncio.run(scenario())
 
 
-def test_a_resync_that_keeps_failing_reconnects_with_backoff(sim, kit):
+async def _until(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_an_unreadable_registry_at_connect_keeps_the_last_known_legs_without_reconnecting(sim, kit):
+    kit.register_demo_legs(sim, count=2)
+    streamer = kit.streamer(kit.settings(sim.port))
+    real_refresh = streamer.registry.refresh
+    broken = [False]
+
+    def refresh() -> bool:  # the lake is unreachable for a while
+        if broken[0]:
+            raise OSError("lake unreachable")
+        return real_refresh()
+
+    streamer.registry.refresh = refresh
+
+    async def scenario():
+        async with kit.running(streamer):
+            await kit.until(lambda: streamer.status().synced and streamer.status().lines_in_use == 2)
+            broken[0] = True
+            sim.disconnect_all()  # a reconnect while the registry cannot be read
+            await kit.until(lambda: streamer.status().reconnects == 1 and streamer.status().synced,
+                            timeout=10, what="resynced")
+            await kit.until(lambda: sim.stats()["lines_in_use"] == 2, what="the last known legs stream")
+            await asyncio.sleep(1.0)  # a few registry polls, all failing
+            status = streamer.status()
+            assert status.registry_error is not None and "lake unreachable" in status.registry_error
+            assert status.reconnects == 1 and sim.stats()["connections_accepted"] == 2  # no reconnect loop
+            broken[0] = False
+            await kit.until(lambda: streamer.status().registry_error is None, what="registry readable again")
+            assert streamer.status().lines_in_use == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_unreadable_registry_at_the_first_connect_queues_everything_and_streams_once_readable(sim, kit):
     kit.register_demo_legs(sim, count=2)
     streamer = kit.streamer(kit.settings(sim.port))
     real_refresh = streamer.registry.refresh
     broken_until = [float("inf")]
 
-    def refresh() -> bool:  # the lake is unreachable for a while: every resync after connect fails
+    def refresh() -> bool:
         if time.monotonic() < broken_until[0]:
             raise OSError("lake unreachable")
         return real_refresh()
@@ -168,12 +235,11 @@ def test_a_resync_that_keeps_failing_reconnects_with_backoff(sim, kit):
 
     async def scenario():
         async with kit.running(streamer):
-            await kit.until(lambda: sim.stats()["connections_accepted"] >= 2, what="a failed resync")
+            await kit.until(lambda: streamer.status().synced, what="synced without a registry")
             await asyncio.sleep(1.0)
-            accepted = sim.stats()["connections_accepted"]
-            assert accepted <= 6, f"{accepted} connections in ~2s: reconnecting without backoff"
+            assert sim.stats()["connections_accepted"] == 1  # no reconnect loop
+            assert streamer.status().lines_in_use == 0 and streamer.status().queued_count > 0
             broken_until[0] = 0.0
-            await kit.until(lambda: streamer.status().synced and streamer.status().lines_in_use == 2,
-                            timeout=10, what="synced once the lake is back")
+            await kit.until(lambda: streamer.status().lines_in_use == 2, what="streams once readable")
 
     asyncio.run(scenario())

@@ -88,10 +88,22 @@ def test_duplicate_inputs_collapse():
     assert plan.streamed == [1]
 
 
+def test_a_line_limit_below_the_budget_queues_the_rest_at_priority_zero_with_the_reason():
+    plan = route([held(1), held(2), held(3)], [1, 2, 3], 1, currently_streamed=[2],
+                 full_reason="account full")
+    assert plan.streamed == [2]
+    assert {(d.conid, d.priority) for d in plan.queued} == {(1, 0), (3, 0)}
+    assert {r.detail for r in plan.reports if r.kind == "over_budget"} == {"account full"}
+    assert route([held(1)], [1], 0).streamed == []  # IB grants nothing: everything waits queued
+
+
 def test_error_sets():
     assert 1100 in errors.CONNECTIVITY_LOST and 2110 in errors.CONNECTIVITY_LOST
     assert errors.RESTORED_DATA_LOST == {1101} and errors.RESTORED_DATA_KEPT == {1102}
-    assert {101, 200} <= errors.SUBSCRIPTION_REJECTED
-    assert 1101 not in errors.SUBSCRIPTION_REJECTED
+    assert {200, 354} <= errors.SUBSCRIPTION_REJECTED
+    # 101 is the account being full, 10090/10091 a partial-data warning, 10197 another session: none of
+    # them condemns the contract.
+    assert not {101, 1101, 10090, 10091, 10197} & errors.SUBSCRIPTION_REJECTED
+    assert errors.describe(101) == "max_tickers" and errors.describe(10090) == "partial_market_data"
     assert errors.describe(326) == "client_id_in_use"
     assert errors.describe(99999) == "other"

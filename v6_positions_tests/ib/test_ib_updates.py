@@ -6,12 +6,12 @@ import math
 from datetime import UTC, datetime
 
 import pytest
-from ib_async import Contract, OptionComputation, PortfolioItem, Position, Ticker
+from ib_async import Contract, OptionComputation, Position, Ticker
 
 from v6_positions.ib.handlers import row_from_update
-from v6_positions.ib.holdings import holding_from_position, parse_multiplier
+from v6_positions.ib.holdings import apply_pnl, holding_from_position, parse_multiplier
 from v6_positions.ib.queue_buffer import queue_row
-from v6_positions.ib.updates import update_from_portfolio, update_from_ticker
+from v6_positions.ib.updates import update_from_ticker
 from v6_positions.ib.values import choose_price, clean_delta, clean_number, clean_price
 
 SENTINELS = [-1, 1.7976931348623157e308, 2147483647, math.nan, math.inf, None]
@@ -79,11 +79,14 @@ def test_update_from_ticker_with_only_sentinels_has_no_price():
     assert row.market_price is None
 
 
-def test_update_from_portfolio():
-    item = PortfolioItem(option(), -2, 1.1, -220.0, 150.0, 80.0, 1.7976931348623157e308, "DU1")
-    update = update_from_portfolio(item, NOW)
-    assert update.source == "portfolio"
-    assert (update.market_price, update.market_value, update.unrealized_pnl) == (1.1, -220.0, 80.0)
+def test_a_pnl_single_answer_values_a_holding_per_share_and_sentinels_change_nothing():
+    h = holding(position=-2, avg=150.0)
+    assert apply_pnl(h, -220.0, 80.0, 1.7976931348623157e308, NOW)
+    assert (h.market_price, h.market_value, h.unrealized_pnl, h.realized_pnl) == (1.1, -220.0, 80.0, None)
+    assert h.payload_time == NOW
+    later = datetime(2026, 1, 2, 16, 0, tzinfo=UTC)
+    assert not apply_pnl(h, 1.7976931348623157e308, 0.0, 0.0, later)  # IB's "not computed"
+    assert (h.market_value, h.payload_time) == (-220.0, NOW)
 
 
 def test_multiplier_parsing():
@@ -98,3 +101,13 @@ def test_queue_row_normalises_loose_contract_fields():
     h.contract.right = "CALL"
     row = queue_row(h, 0)
     assert row["expiry"] is None and row["right"] == "C" and row["multiplier"] == 100 and row["priority"] == 0
+
+
+def test_a_one_sided_wing_is_priced_from_the_model_and_minus_two_greeks_are_missing():
+    model = OptionComputation(0, 0.45, -0.03, 0.07, 0.0, -2.0, -2.0, -2.0, 600.0)  # vega/theta/gamma: -2
+    ticker = make_ticker(bid=-1.0, ask=0.10, last=0.55, modelGreeks=model)  # no bid; `last` is stale
+    update = update_from_ticker(ticker, holding(position=-2, avg=150.0), NOW)
+    assert update.market_price == 0.07  # IB's model price, not the stale 0.55
+    assert update.market_value == pytest.approx(0.07 * -2 * 100)
+    assert (update.delta, update.gamma, update.vega, update.theta) == (-0.03, None, None, None)
+    assert update.bid is None and update.ask == 0.10

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from lake_helpers import Lake
 
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
@@ -32,39 +32,43 @@ def _row(conid: int, **kwargs: object) -> PositionRow:
     )
 
 
-def test_one_commit_per_flush_and_written_at_added(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    writer = HistoryWriter(root)
-    assert writer.flush() == 0 and table_version(root, "streamed_positions") == -1
+def test_one_commit_per_flush_and_written_at_added(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    writer = HistoryWriter(root, storage_options=options)
+    assert writer.flush() == 0 and table_version(root, "streamed_positions", options) == -1
     writer.extend(_row(c) for c in range(1, 501))
     assert writer.buffered == 500
     before = datetime.now(UTC)
     assert writer.flush() == 500
     assert (writer.commits, writer.rows_flushed, writer.buffered) == (1, 500, 0)
-    assert table_version(root, "streamed_positions") == 1  # create + one append
-    rows = read_table(root, "streamed_positions")
+    assert table_version(root, "streamed_positions", options) == 1  # create + one append
+    rows = read_table(root, "streamed_positions", options)
     assert rows.height == 500 and rows["written_at"].min() >= before
     assert rows["source"].unique().to_list() == ["stream"]
 
 
-def test_rows_are_partitioned_by_event_date(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    with HistoryWriter(root) as writer:
+def test_rows_are_partitioned_by_event_date(lake: Lake) -> None:
+    root = lake.root
+    with HistoryWriter(root, storage_options=lake.options) as writer:
         writer.append(_row(1, event_time=datetime(2026, 3, 2, 23, 59, tzinfo=UTC)))
         writer.append(_row(2, event_time=datetime(2026, 3, 3, 0, 1, tzinfo=UTC)))
-    assert sorted(p for p in os.listdir(tmp_path / "streamed_positions") if p.startswith("event_date=")) == [
+    partitions = {p.split("/")[0] for p in lake.files("streamed_positions") if p.startswith("event_date=")}
+    assert sorted(partitions) == [
         "event_date=2026-03-02",
         "event_date=2026-03-03",
     ]
-    rows = read_table(root, "streamed_positions").sort("conid")
+    rows = read_table(root, "streamed_positions", lake.options).sort("conid")
     assert rows["event_date"].to_list() == [date(2026, 3, 2), date(2026, 3, 3)]
 
 
-def test_ib_sentinels_are_stored_as_missing(tmp_path: Path) -> None:
+def test_ib_sentinels_are_stored_as_missing(lake: Lake) -> None:
     write_rows(
-        str(tmp_path), "streamed_positions", [_row(1, bid=float("nan"), ask=1.7976931348623157e308, last=2.5)]
+        lake.root,
+        "streamed_positions",
+        [_row(1, bid=float("nan"), ask=1.7976931348623157e308, last=2.5)],
+        lake.options,
     )
-    row = read_table(str(tmp_path), "streamed_positions").row(0, named=True)
+    row = read_table(lake.root, "streamed_positions", lake.options).row(0, named=True)
     assert (row["bid"], row["ask"], row["last"]) == (None, None, 2.5)
 
 
@@ -98,9 +102,9 @@ def test_failed_flush_keeps_rows_for_the_next_one(tmp_path: Path) -> None:
     assert sorted(rows["conid"].to_list()) == list(range(1, 12))
 
 
-def test_concurrent_appends_and_flushes_lose_nothing(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    writer = HistoryWriter(root, flush_interval_s=0.01)
+def test_concurrent_appends_and_flushes_lose_nothing(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    writer = HistoryWriter(root, storage_options=options, flush_interval_s=0.01)
     stop = threading.Event()
 
     def flusher() -> None:
@@ -122,15 +126,15 @@ def test_concurrent_appends_and_flushes_lose_nothing(tmp_path: Path) -> None:
     stop.set()
     flushing.join()
     writer.close()
-    rows = read_table(root, "streamed_positions")
+    rows = read_table(root, "streamed_positions", options)
     assert rows.height == 10_000 == writer.rows_flushed
     assert rows["conid"].n_unique() == 10_000
     assert writer.commits < 1000  # micro-batches, not one commit per row
-    assert table_version(root, "streamed_positions") == writer.commits + writer.compactions
+    assert table_version(root, "streamed_positions", options) == writer.commits + writer.compactions
 
 
-def test_appends_from_an_event_loop_with_flushes_in_a_thread(tmp_path: Path) -> None:
-    writer = HistoryWriter(str(tmp_path), flush_interval_s=0.02)
+def test_appends_from_an_event_loop_with_flushes_in_a_thread(lake: Lake) -> None:
+    writer = HistoryWriter(lake.root, storage_options=lake.options, flush_interval_s=0.02)
 
     async def stream() -> None:
         for i in range(1, 301):
@@ -141,27 +145,28 @@ def test_appends_from_an_event_loop_with_flushes_in_a_thread(tmp_path: Path) -> 
         await asyncio.to_thread(writer.close)
 
     asyncio.run(stream())
-    rows = read_table(str(tmp_path), "streamed_positions")
+    rows = read_table(lake.root, "streamed_positions", lake.options)
     assert sorted(rows["conid"].to_list()) == list(range(1, 301))
 
 
-def test_write_rows_to_queued_positions_and_unknown_table(tmp_path: Path) -> None:
-    assert (
-        write_rows(str(tmp_path), "queued_positions", [_row(1, source="batch"), _row(2, source="batch")]) == 2
-    )
-    assert write_rows(str(tmp_path), "queued_positions", []) == 0
-    rows = read_table(str(tmp_path), "queued_positions")
+def test_write_rows_to_queued_positions_and_unknown_table(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    batch = [_row(1, source="batch"), _row(2, source="batch")]
+    assert write_rows(root, "queued_positions", batch, options) == 2
+    assert write_rows(root, "queued_positions", [], options) == 0
+    rows = read_table(root, "queued_positions", options)
     assert rows.filter(pl.col("source") == "batch").height == 2
     with pytest.raises(ValueError, match="positions"):
-        HistoryWriter(str(tmp_path), table="position_queue")
+        HistoryWriter(root, table="position_queue", storage_options=options)
 
 
-def test_writer_compacts_its_table_every_n_commits(tmp_path: Path) -> None:
-    writer = HistoryWriter(str(tmp_path), compact_every=5)
+def test_writer_compacts_its_table_every_n_commits(lake: Lake) -> None:
+    writer = HistoryWriter(lake.root, storage_options=lake.options, compact_every=5)
     for conid in range(1, 13):
         writer.append(_row(conid))
         writer.flush()
     assert writer.commits == 12 and writer.compactions == 2
-    table = DeltaTable(str(tmp_path / "streamed_positions"))
+    table = DeltaTable(lake.uri("streamed_positions"), storage_options=lake.options)
     assert len(table.file_uris()) == 3  # 1 compacted file + the 2 flushes since
-    assert sorted(read_table(str(tmp_path), "streamed_positions")["conid"].to_list()) == list(range(1, 13))
+    rows = read_table(lake.root, "streamed_positions", lake.options)
+    assert sorted(rows["conid"].to_list()) == list(range(1, 13))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from lake_helpers import Lake
 
 from v6_positions.lake.errors import LakeError
 from v6_positions.lake.history import HistoryWriter, PositionRow
@@ -15,38 +15,38 @@ from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
 
 
-def _many_small_appends(root: str, flushes: int) -> None:
-    writer = HistoryWriter(root)
+def _many_small_appends(lake: Lake, flushes: int) -> None:
+    writer = HistoryWriter(lake.root, storage_options=lake.options)
     when = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     for i in range(1, flushes + 1):
         writer.append(PositionRow(account="A", conid=i, symbol="SPY", position=1.0, event_time=when))
         writer.flush()
 
 
-def test_maintain_compacts_checkpoints_and_vacuums(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    _many_small_appends(root, 30)
-    PositionQueue(root).insert(1, "SPY")
-    before = read_table(root, "streamed_positions").sort("conid")
+def test_maintain_compacts_checkpoints_and_vacuums(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    _many_small_appends(lake, 30)
+    PositionQueue(root, options).insert(1, "SPY")
+    before = read_table(root, "streamed_positions", options).sort("conid")
 
-    stats = maintain(root, retention_hours=0, enforce_retention_duration=False)
+    stats = maintain(root, options, retention_hours=0, enforce_retention_duration=False)
 
     assert set(stats) == {"streamed_positions", "position_queue"}  # tables not created are skipped
     streamed = stats["streamed_positions"]
     assert streamed["files_before"] == 30 and streamed["files_after"] == 1
     assert streamed["files_compacted"] == 30 and streamed["files_vacuumed"] == 30
-    log_dir = tmp_path / "streamed_positions" / "_delta_log"
-    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(log_dir))
-    assert read_table(root, "streamed_positions").sort("conid").equals(before)
+    log = [name for name in lake.files("streamed_positions") if name.startswith("_delta_log/")]
+    assert any(name.endswith(".checkpoint.parquet") for name in log)
+    assert read_table(root, "streamed_positions", options).sort("conid").equals(before)
 
 
-def test_default_retention_keeps_recent_files(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    _many_small_appends(root, 5)
-    stats = maintain(root, tables=["streamed_positions"])
+def test_default_retention_keeps_recent_files(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    _many_small_appends(lake, 5)
+    stats = maintain(root, options, tables=["streamed_positions"])
     assert stats["streamed_positions"]["files_compacted"] == 5
     assert stats["streamed_positions"]["files_vacuumed"] == 0  # still inside the 168 h retention
-    assert read_table(root, "streamed_positions").height == 5
+    assert read_table(root, "streamed_positions", options).height == 5
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+
+from lake_helpers import Lake
 
 from v6_positions.lake.history import PositionRow, write_rows
 from v6_positions.lake.positions import read_positions, refresh_positions
@@ -21,9 +22,9 @@ def _row(account: str, conid: int, position: float, minutes_ago: float, source: 
     )
 
 
-def test_newest_row_wins_across_sources_and_closed_are_dropped(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    assert refresh_positions(root) == 0 and read_positions(root).is_empty()
+def test_newest_row_wins_across_sources_and_closed_are_dropped(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    assert refresh_positions(root, options) == 0 and read_positions(root, options).is_empty()
     write_rows(
         root,
         "streamed_positions",
@@ -34,6 +35,7 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(tmp_path: Path) -
             _row("A", 3, 4.0, 60, "stream"),
             _row("B", 1, 7.0, 2, "stream"),  # same conid, other account
         ],
+        options,
     )
     write_rows(
         root,
@@ -43,11 +45,12 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(tmp_path: Path) -
             _row("A", 3, 0.0, 5, "batch"),  # closed: dropped
             _row("A", 4, -2.0, 20, "batch"),  # only the batch knows it
         ],
+        options,
     )
-    version = table_version(root, "positions")
-    assert refresh_positions(root) == 4
-    assert table_version(root, "positions") == version + 1  # one commit
-    book = read_positions(root).sort(["account", "conid"])
+    version = table_version(root, "positions", options)
+    assert refresh_positions(root, options) == 4
+    assert table_version(root, "positions", options) == version + 1  # one commit
+    book = read_positions(root, options).sort(["account", "conid"])
     assert list(zip(book["account"], book["conid"], book["position"], book["source"], strict=True)) == [
         ("A", 1, 2.0, "stream"),
         ("A", 2, 3.0, "stream"),
@@ -59,10 +62,10 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(tmp_path: Path) -
     assert book["refreshed_at"].n_unique() == 1
 
 
-def test_refresh_overwrites_the_previous_book(tmp_path: Path) -> None:
-    root = str(tmp_path)
-    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")])
-    refresh_positions(root)
-    write_rows(root, "streamed_positions", [_row("A", 1, 0.0, 0, "stream")])  # closed now
-    assert refresh_positions(root) == 0
-    assert read_positions(root).is_empty()
+def test_refresh_overwrites_the_previous_book(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")], options)
+    refresh_positions(root, options)
+    write_rows(root, "streamed_positions", [_row("A", 1, 0.0, 0, "stream")], options)  # closed now
+    assert refresh_positions(root, options) == 0
+    assert read_positions(root, options).is_empty()

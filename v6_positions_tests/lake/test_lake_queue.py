@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 import pytest
+from lake_helpers import Lake
 
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.tables import read_table
 
 
-def _queue(tmp_path: Path, **kwargs: object) -> PositionQueue:
-    return PositionQueue(str(tmp_path / "lake"), **kwargs)
+def _queue(lake: Lake, **kwargs: object) -> PositionQueue:
+    return PositionQueue(lake.root, lake.options, **kwargs)
 
 
-def test_insert_is_an_idempotent_upsert_keeping_payload_and_best_priority(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_insert_is_an_idempotent_upsert_keeping_payload_and_best_priority(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert(
         1, "SPY", 2, account="A", right="C", strike=500.0, expiry="20261218", position=3.0, market_price=1.5
     )
     first = queue.items()[0]
     queue.insert(1, "SPY", 0, account="A", market_price=1.75)  # position None keeps 3.0
     queue.insert(1, "SPY", 2, account="A")  # worse priority does not demote
-    rows = read_table(str(tmp_path / "lake"), "position_queue")
+    rows = read_table(lake.root, "position_queue", lake.options)
     assert rows.height == 1
     (item,) = queue.items()
     assert (item.priority, item.position, item.market_price, item.strike) == (0, 3.0, 1.75, 500.0)
@@ -32,15 +32,15 @@ def test_insert_is_an_idempotent_upsert_keeping_payload_and_best_priority(tmp_pa
     assert item.status == "pending" and queue.pending_count() == 1
 
 
-def test_same_conid_in_two_accounts_are_two_rows(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_same_conid_in_two_accounts_are_two_rows(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert(1, "SPY", account="A")
     queue.insert(1, "SPY", account="B")
     assert queue.keys() == [("A", 1), ("B", 1)]
 
 
-def test_insert_many_is_one_commit_and_dedupes_last_wins(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_insert_many_is_one_commit_and_dedupes_last_wins(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert(1, "SPY", account="A")
     version = queue.version()
     items: list[QueueItem | dict] = [
@@ -50,15 +50,15 @@ def test_insert_many_is_one_commit_and_dedupes_last_wins(tmp_path: Path) -> None
     items.append(QueueItem(account="A", conid=5, symbol="SPY", market_price=2.0))
     assert queue.insert_many(items) == 3000
     assert queue.version() == version + 1
-    rows = read_table(str(tmp_path / "lake"), "position_queue")
+    rows = read_table(lake.root, "position_queue", lake.options)
     assert rows.height == 3000 and rows["conid"].n_unique() == 3000
     five = rows.filter(pl.col("conid") == 5).row(0, named=True)
     assert (five["position"], five["market_price"], five["priority"]) == (9.0, 2.0, 1)
     assert queue.insert_many([]) == 0 and queue.version() == version + 1
 
 
-def test_get_batch_orders_by_priority_then_age(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_get_batch_orders_by_priority_then_age(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert(10, "A", 2)
     queue.insert(11, "B", 1)
     queue.insert(12, "C", 2)
@@ -67,11 +67,11 @@ def test_get_batch_orders_by_priority_then_age(tmp_path: Path) -> None:
     assert [i.conid for i in queue.get_batch()] == [13, 11, 14, 10, 12]
     assert [i.conid for i in queue.get_batch(limit=2)] == [13, 11]
     assert [i.conid for i in queue.get_batch(priority=2)] == [10, 12]
-    assert _queue(tmp_path / "empty").get_batch() == []
+    assert PositionQueue(f"{lake.root}/empty", lake.options).get_batch() == []
 
 
-def test_mark_done_and_failed_with_attempts(tmp_path: Path) -> None:
-    queue = _queue(tmp_path, max_attempts=2)
+def test_mark_done_and_failed_with_attempts(lake: Lake) -> None:
+    queue = _queue(lake, max_attempts=2)
     queue.insert_many(QueueItem(account="A", conid=c, symbol="SPY") for c in (1, 2, 3))
     assert queue.mark_done([("A", 1), ("A", 1), ("A", 99)]) == 1
     assert queue.mark_failed([("A", 2)], "timeout") == 1
@@ -89,8 +89,8 @@ def test_mark_done_and_failed_with_attempts(tmp_path: Path) -> None:
         queue.keys("weird")
 
 
-def test_requeue_after_done_starts_a_new_wait(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_requeue_after_done_starts_a_new_wait(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert(1, "SPY", 0, account="A")
     queue.mark_failed([("A", 1)], "x")
     queue.mark_done([("A", 1)])
@@ -101,8 +101,8 @@ def test_requeue_after_done_starts_a_new_wait(tmp_path: Path) -> None:
     assert after.queued_at > before.queued_at
 
 
-def test_mark_done_can_skip_rows_requeued_meanwhile(tmp_path: Path) -> None:
-    queue = _queue(tmp_path)
+def test_mark_done_can_skip_rows_requeued_meanwhile(lake: Lake) -> None:
+    queue = _queue(lake)
     queue.insert_many(QueueItem(account="A", conid=c, symbol="SPY") for c in (1, 2))
     batch_time = datetime.now(UTC)
     batch = queue.get_batch()

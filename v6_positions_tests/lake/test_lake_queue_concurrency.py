@@ -2,17 +2,20 @@
 
 Each process: 500 upserts (the first 20 one by one, the rest in chunks) plus marks of the keys only it owns.
 Keys 251..500 are upserted by BOTH processes (never marked), so concurrent MERGEs really collide.
+Runs on a local directory and on an S3 API (whose conditional puts make concurrent commits safe).
 Run as a script, this file is the worker.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import polars as pl
+from lake_helpers import Lake
 
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.tables import read_table
@@ -48,8 +51,8 @@ def start_together(barrier: Path, worker: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-def run_worker(root: str, worker: int, barrier: Path) -> None:
-    queue = PositionQueue(root)
+def run_worker(root: str, options: dict[str, str] | None, worker: int, barrier: Path) -> None:
+    queue = PositionQueue(root, options)
     queue.version()  # open the table before the race starts
     conids = list(conids_of(worker))
     assert len(conids) == OPS_PER_PROCESS
@@ -76,20 +79,23 @@ def _mark_owned(queue: PositionQueue, conids: list[int]) -> None:
         queue.mark_failed(failed, "simulated failure")
 
 
-def test_two_processes_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
-    root = str(tmp_path / "lake")
-    PositionQueue(root).insert(999_999, "WARMUP", account="DU0")  # create the table before the race
+def test_two_processes_lose_nothing_and_duplicate_nothing(lake: Lake, tmp_path: Path) -> None:
+    root, options = lake.root, lake.options
+    PositionQueue(root, options).insert(999_999, "WARMUP", account="DU0")  # create the table before the race
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     procs = [
-        subprocess.Popen([sys.executable, __file__, root, str(worker), str(barrier)], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, __file__, root, json.dumps(options), str(worker), str(barrier)],
+            stderr=subprocess.PIPE,
+        )
         for worker in range(WORKERS)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-3000:]
 
-    rows = read_table(root, "position_queue").filter(pl.col("account") == "DU1")
+    rows = read_table(root, "position_queue", options).filter(pl.col("account") == "DU1")
     expected = set(conids_of(0)) | set(conids_of(1))
     assert rows.height == len(expected) == 750
     assert rows.select(pl.struct("account", "conid").n_unique()).item() == rows.height
@@ -106,4 +112,4 @@ def test_two_processes_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> Non
 
 
 if __name__ == "__main__":
-    run_worker(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
+    run_worker(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))

@@ -79,6 +79,10 @@ def test_simulate_parser_defaults_avoid_ib_ports() -> None:
     assert args.port not in (7496, 7497, 4001, 4002) and args.control_port not in (7496, 7497, 4001, 4002)
     assert args.book == "demo" and args.max_lines == 100 and args.portfolio_interval == 180.0
     assert args.handler is cli.run_simulate
+    assert args.client_id_linger == 0.0
+    bad = parser.parse_args(["simulate", "--client-id-linger", "-1"])
+    with pytest.raises(ValueError, match="--client-id-linger must be >= 0"):
+        cli.run_simulate(bad)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -1,0 +1,273 @@
+"""Sharing the gateway with the trader's bot: this design against the previous one (commit d82c738).
+
+Both designs run the same way: `v6-positions stream` in its own process (the previous design from a copy of
+d82c738's package made with `git archive` in a temp dir, never committed), the current simulator in its own
+process, and the trader's bot as an unmodified ib_async client in this process.
+
+Scenario "lines": the account has 100 lines; the bot holds 90; the stream has 50 active legs. Counts the
+101s the stream got while the bot held the lines, then the bot frees its 90 lines and the time until the
+stream holds a line for every leg (50) is measured.
+Scenario "account updates": the stream runs; the bot connects with ib_async's defaults (it takes the one
+account-updates subscription of the gateway); after a while the queued payloads' ages are read from
+`position_queue` (how stale the batch queue's valuations got), and the 2100s everyone received are counted.
+
+Run: .venv/bin/python benchmarks/coexistence_bench.py [--hold 15] [--reclaim-timeout 60] [--observe 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ib_async import IB, Contract
+
+from v6_positions.lake import read_table
+from v6_positions.simulator import load_book
+
+ROOT = Path(__file__).resolve().parent.parent
+OLD_COMMIT = "d82c738"
+STREAM_ID = 10
+BOT_ID = 70
+
+ADD_LEGS = """
+import sys
+from v6_positions.lake.registry import StrategyRegistry
+registry = StrategyRegistry(sys.argv[1])
+for line in sys.stdin:
+    conid, symbol, right, strike, expiry = line.split()
+    registry.add_active(int(conid), symbol, right, float(strike), expiry, 1)
+"""
+
+
+def old_tree(tmp: Path) -> Path:
+    """d82c738's package, extracted (not checked out: the working tree is shared)."""
+    target = tmp / "old"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT, "v6_positions"],
+                             check=True, capture_output=True).stdout
+    archive_path = tmp / "old.tar"
+    archive_path.write_bytes(archive)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def env_for(tree: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("V6_")}
+    env["PYTHONPATH"] = str(tree)
+    env.update(extra)
+    return env
+
+
+def start_simulator(book: str, max_lines: int, portfolio_interval: float
+                    ) -> tuple[subprocess.Popen, int, int]:
+    """The current simulator in its own process (both designs meet the same gateway)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "v6_positions.cli", "--log-level", "WARNING", "simulate", "--port", "0",
+         "--control-port", "0", "--book", book, "--max-lines", str(max_lines),
+         "--portfolio-interval", str(portfolio_interval)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env_for(ROOT),
+    )
+    port = control_port = 0
+    while not (port and control_port):
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("simulator exited before listening")
+        if m := re.search(r"listening on [\d.]+:(\d+)", line):
+            port = int(m.group(1))
+        if m := re.search(r"control API on http://[\d.]+:(\d+)", line):
+            control_port = int(m.group(1))
+    return proc, port, control_port
+
+
+def stats(control_port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{control_port}/stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def errors_to(s: dict, client_id: int, code: int) -> int:
+    return int(s.get("errors_by_client", {}).get(str(client_id), {}).get(str(code), 0))
+
+
+def lines_of(s: dict, client_id: int) -> int:
+    return int(s.get("lines_by_client", {}).get(str(client_id), 0))
+
+
+def option_conids(book: str) -> list[tuple]:
+    loaded = load_book(book)
+    contracts = sorted((p.contract for p in loaded.positions.values() if p.contract.sec_type == "OPT"),
+                       key=lambda c: c.conid)
+    return [(c.conid, c.symbol, c.right, c.strike, c.expiry) for c in contracts]
+
+
+def add_legs(tree: Path, lake: str, legs: list[tuple]) -> None:
+    lines = "".join(" ".join(str(v) for v in leg) + "\n" for leg in legs)
+    subprocess.run([sys.executable, "-c", ADD_LEGS, lake], input=lines, text=True, check=True,
+                   env=env_for(tree), capture_output=True)
+
+
+def start_stream(tree: Path, port: int, lake: str, seconds: float, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "v6_positions.cli", "--log-level", "ERROR", "stream", "--port", str(port),
+         "--lake-uri", lake, "--client-id", str(STREAM_ID), "--duration", str(seconds),
+         "--status-every", "5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_for(tree, **env),
+    )
+
+
+def wait_for(predicate, timeout: float, sleep=time.sleep, interval: float = 0.2) -> float | None:
+    """Seconds until predicate() held, or None after `timeout`. `sleep=bot.sleep` keeps the bot's ib_async
+    loop running meanwhile (its throttled requests and incoming ticks need it)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        sleep(interval)
+    return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def lines_scenario(tree: Path, tmp: Path, hold: float, reclaim_timeout: float) -> dict[str, object]:
+    book, legs_count, bot_lines = "generated:300", 50, 90
+    options = option_conids(book)
+    legs, others = options[:legs_count], options[legs_count:legs_count + bot_lines]
+    lake = str(tmp / f"lake-lines-{tree.name}")
+    add_legs(tree, lake, legs)
+    sim, port, control_port = start_simulator(book, 100, 180.0)
+    bot = IB()
+    stream = None
+    try:
+        bot.connect("127.0.0.1", port, clientId=BOT_ID, readonly=True, timeout=20)
+        for conid, *_ in others:
+            bot.reqMktData(Contract(conId=conid, exchange="SMART"))
+        if wait_for(lambda: lines_of(stats(control_port), BOT_ID) == bot_lines, 30, bot.sleep) is None:
+            raise RuntimeError(f"the bot could not take {bot_lines} lines")
+        stream = start_stream(tree, port, lake, hold + reclaim_timeout + 60)
+        wait_for(lambda: lines_of(stats(control_port), STREAM_ID) >= 100 - bot_lines, 30, bot.sleep)
+        bot.sleep(hold)
+        held_stats = stats(control_port)
+        refused = errors_to(held_stats, STREAM_ID, 101)
+        held = lines_of(held_stats, STREAM_ID)
+        for ticker in list(bot.tickers()):
+            bot.cancelMktData(ticker.contract)
+        reclaimed = wait_for(lambda: lines_of(stats(control_port), STREAM_ID) >= legs_count, reclaim_timeout,
+                             bot.sleep)
+        final = stats(control_port)
+        return {
+            "held_while_bot": held, "refused_101": refused, "reclaim_s": reclaimed,
+            "lines_after": lines_of(final, STREAM_ID), "legs": legs_count,
+            "bot_101": errors_to(final, BOT_ID, 101), "orders": final["orders_received"],
+        }
+    finally:
+        bot.disconnect()
+        if stream is not None:
+            stop(stream)
+        stop(sim)
+
+
+def account_scenario(tree: Path, tmp: Path, observe: float) -> dict[str, object]:
+    book, legs_count, interval = "generated:100", 10, 5.0
+    legs = option_conids(book)[:legs_count]
+    lake = str(tmp / f"lake-acct-{tree.name}")
+    add_legs(tree, lake, legs)
+    sim, port, control_port = start_simulator(book, 100, interval)  # IB pushes every 180 s; 5 s here
+    stream = start_stream(tree, port, lake, observe + 90, V6_VALUATION_INTERVAL_S=str(interval))
+    bot = IB()
+    try:
+        wait_for(lambda: lines_of(stats(control_port), STREAM_ID) == legs_count, 30)
+        time.sleep(2 * interval)  # the stream settles (the previous design holds account updates now)
+        bot.connect("127.0.0.1", port, clientId=BOT_ID, timeout=20)  # ib_async defaults: takes them
+        taken_at = datetime.now(UTC)
+        bot.sleep(observe)
+        frame = read_table(lake, "position_queue")
+        queued = frame.filter(~frame["conid"].is_in([leg[0] for leg in legs]))
+        now = datetime.now(UTC)
+        ages = [(now - t).total_seconds() if t is not None else float("inf") for t in queued["payload_time"]]
+        final = stats(control_port)
+        return {
+            "queued": len(ages), "age_median_s": statistics.median(ages) if ages else None,
+            "age_max_s": max(ages) if ages else None,
+            "stale_since_bot": sum(1 for t in queued["payload_time"] if t is None or t < taken_at),
+            "holder": final["account_updates_holder"],
+            "bot_2100": errors_to(final, BOT_ID, 2100), "stream_2100": errors_to(final, STREAM_ID, 2100),
+            "stream_acct_requests": int(final.get("account_updates_requests_by_client", {})
+                                        .get(str(STREAM_ID), 0)),
+            "pacing": final["pacing_violations"], "orders": final["orders_received"],
+        }
+    finally:
+        bot.disconnect()
+        stop(stream)
+        stop(sim)
+
+
+def fmt(value: object) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float):
+        return "inf" if value == float("inf") else f"{value:.1f}"
+    return str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hold", type=float, default=15.0, help="seconds the bot holds its 90 lines")
+    parser.add_argument("--reclaim-timeout", type=float, default=60.0)
+    parser.add_argument("--observe", type=float, default=40.0, help="seconds the bot holds account updates")
+    args = parser.parse_args()
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        trees = {"previous (d82c738)": old_tree(tmp), "this design": ROOT}
+        results = {}
+        for name, tree in trees.items():
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results[name] = (lines_scenario(tree, tmp, args.hold, args.reclaim_timeout),
+                             account_scenario(tree, tmp, args.observe))
+    rows = [
+        ("lines held by the stream while the bot held 90/100", lambda r: r[0]["held_while_bot"]),
+        (f"101s the stream got in {args.hold:.0f}s while the bot held them", lambda r: r[0]["refused_101"]),
+        ("101s the bot got", lambda r: r[0]["bot_101"]),
+        ("seconds to stream all 50 legs after the bot freed 90", lambda r: r[0]["reclaim_s"]),
+        (f"lines held {args.reclaim_timeout:.0f}s after (legs: 50)", lambda r: r[0]["lines_after"]),
+        (f"queued payload age, median s, bot on account updates {args.observe:.0f}s",
+         lambda r: r[1]["age_median_s"]),
+        ("queued payload age, max s", lambda r: r[1]["age_max_s"]),
+        ("queued payloads not refreshed since the bot connected", lambda r: f"{r[1]['stale_since_bot']}"
+                                                                           f"/{r[1]['queued']}"),
+        ("account-updates requests by the stream", lambda r: r[1]["stream_acct_requests"]),
+        ("2100s sent to the stream / to the bot", lambda r: f"{r[1]['stream_2100']} / {r[1]['bot_2100']}"),
+        ("account updates held by (clientId) at the end", lambda r: r[1]["holder"]),
+        ("pacing violations / orders received",
+         lambda r: f"{r[1]['pacing']} / {r[0]['orders'] + r[1]['orders']}"),
+    ]
+    names = list(results)
+    width = max(len(label) for label, _ in rows)
+    print(f"{'':<{width}}  " + "  ".join(f"{n:>20}" for n in names))
+    for label, get in rows:
+        print(f"{label:<{width}}  " + "  ".join(f"{fmt(get(results[n])):>20}" for n in names))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""A lake root plus the storage options to reach it, local or on an S3 API (see conftest's `lake`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from v6_positions.lake.tables import table_uri
+
+if TYPE_CHECKING:  # the concurrency workers import this module without the tests' root on sys.path
+    from s3_server import S3Server
+
+
+@dataclass(slots=True)
+class Lake:
+    """A lake root and the storage options to reach it."""
+
+    storage: str  # "local" or "s3"
+    root: str
+    options: dict[str, str] | None
+    _s3: S3Server | None = None
+    _bucket: str = ""
+
+    def uri(self, table: str) -> str:
+        return table_uri(self.root, table)
+
+    def files(self, table: str) -> list[str]:
+        """Every object of a table (data files and log), relative to the table's root, sorted."""
+        if self._s3 is None:
+            base = Path(self.root) / table
+            return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+        prefix = f"lake/{table}/"
+        return [key[len(prefix) :] for key in self._s3.keys(self._bucket, prefix)]

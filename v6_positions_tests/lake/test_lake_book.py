@@ -1,0 +1,193 @@
+"""The incremental book: `positions` kept current by every history append, equal to a full rebuild."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from lake_helpers import Lake
+
+from v6_positions.lake.errors import InvalidRowError
+from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
+from v6_positions.lake.positions import (
+    COMPACT_ABOVE_FILES,
+    apply_to_positions,
+    build_positions,
+    read_positions,
+    refresh_positions,
+)
+from v6_positions.lake.schemas import HISTORY_TABLES
+from v6_positions.lake.tables import read_table
+
+
+def _row(account: str, conid: int, position: float, minutes_ago: float, source: str) -> PositionRow:
+    return PositionRow(
+        account=account,
+        conid=conid,
+        symbol="SPY",
+        position=position,
+        source=source,
+        event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )
+
+
+_COLUMNS = ["account", "conid", "position", "market_price", "source", "event_time", "written_at"]
+
+
+def _full_rebuild(lake: Lake) -> pl.DataFrame:
+    history = pl.concat([read_table(lake.root, name, lake.options) for name in HISTORY_TABLES])
+    return build_positions(history, datetime.now(UTC)).select(_COLUMNS).sort(["account", "conid"])
+
+
+def _book(lake: Lake) -> pl.DataFrame:
+    return read_positions(lake.root, lake.options).select(_COLUMNS).sort(["account", "conid"])
+
+
+def test_write_rows_keeps_the_book_current_without_a_rebuild(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    rows = [_row("A", 1, 5.0, 10, "batch"), _row("A", 2, 1.0, 10, "batch")]
+    write_rows(root, "queued_positions", rows, options)
+    assert _book(lake)["position"].to_list() == [5.0, 1.0]
+    stream = HistoryWriter(root, storage_options=options)
+    stream.append(_row("A", 1, 6.0, 1, "stream"))
+    stream.flush()
+    assert _book(lake).filter(pl.col("conid") == 1)["source"].to_list() == ["stream"]
+    stream.append(_row("A", 2, 0.0, 2, "stream"))  # closed
+    stream.flush()
+    assert _book(lake)["conid"].to_list() == [1]
+    # A batch fetch older than the close commits after it: the close must stand.
+    write_rows(root, "queued_positions", [_row("A", 2, 1.0, 3, "batch")], options)
+    assert _book(lake)["conid"].to_list() == [1]
+    # Reopened: newer than the close.
+    write_rows(root, "queued_positions", [_row("A", 2, 4.0, 0, "batch")], options)
+    assert _book(lake)["position"].to_list() == [6.0, 4.0]
+    assert _book(lake).equals(_full_rebuild(lake))
+
+
+def test_an_equal_event_time_written_later_wins(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    at = datetime(2026, 5, 4, 15, 30, tzinfo=UTC)
+    write_rows(
+        root,
+        "queued_positions",
+        [PositionRow("A", 1, "SPY", position=1.0, source="batch", event_time=at)],
+        options,
+    )
+    write_rows(root, "streamed_positions", [PositionRow("A", 1, "SPY", position=2.0, event_time=at)], options)
+    assert _book(lake)["position"].to_list() == [2.0]
+    assert _book(lake).equals(_full_rebuild(lake))
+
+
+@pytest.mark.parametrize("seed", [7, 11, 2026])
+def test_incremental_book_equals_a_full_rebuild_on_random_histories(lake_root: str, seed: int) -> None:
+    """Random stream (coalescing writer) and batch commits: ties, closes, reopens, late events.
+
+    Local only (the merge logic does not depend on storage; the S3 variants of the other tests cover that).
+    """
+    rng = random.Random(seed)
+    lake = Lake("local", lake_root, None)
+    root, options = lake.root, lake.options
+    stream = HistoryWriter(root, storage_options=options)
+    base = datetime(2026, 5, 4, 14, 0, tzinfo=UTC)
+    keys = [(account, conid) for account in ("A", "B") for conid in range(1, 7)]
+    for step in range(14):
+        rows = []
+        for _ in range(rng.randint(1, 8)):
+            account, conid = rng.choice(keys)
+            rows.append(
+                PositionRow(
+                    account=account,
+                    conid=conid,
+                    symbol="SPY",
+                    position=rng.choice([0.0, 0.0, 1.0, -2.0, 3.0, None]),
+                    market_price=round(rng.uniform(0.5, 9.5), 2),
+                    source="stream" if step % 2 else "batch",
+                    # few distinct times: equal event_times across commits, and late (older) events
+                    event_time=base + timedelta(minutes=rng.randint(0, 5)),
+                )
+            )
+        if step % 2:
+            stream.extend(rows)  # coalesced: one row per contract per flush, the newest
+            stream.flush()
+        else:
+            # One batch commit holds one row per contract (as the batch writes them).
+            unique = {(row.account, row.conid): row for row in rows}
+            write_rows(root, "queued_positions", unique.values(), options)
+        assert _book(lake).equals(_full_rebuild(lake)), f"seed {seed}: book != rebuild after commit {step}"
+    assert refresh_positions(root, options) == _book(lake).height
+    assert _book(lake).equals(_full_rebuild(lake))
+
+
+def test_nothing_lost_when_the_batch_and_the_stream_commit_at_once(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+    now = datetime.now(UTC)
+
+    def batch() -> None:
+        start.wait()
+        for run in range(6):
+            rows = [
+                PositionRow("A", conid, "SPY", position=float(run + 1), source="batch", event_time=now)
+                for conid in range(1, 201)
+            ]
+            write_rows(root, "queued_positions", rows, options)
+
+    def streaming() -> None:
+        writer = HistoryWriter(root, storage_options=options)
+        start.wait()
+        for tick in range(12):
+            writer.extend(
+                PositionRow("A", conid, "SPY", position=1.0, market_price=float(tick), event_time=now)
+                for conid in range(1000, 1020)
+            )
+            writer.flush()
+
+    def guarded(target: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                errors.append(exc)
+
+        return threading.Thread(target=run)
+
+    threads = [guarded(batch), guarded(streaming)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    book = _book(lake)
+    assert book.height == 220
+    assert book.filter(pl.col("source") == "batch")["position"].unique().to_list() == [6.0]
+    assert book.filter(pl.col("source") == "stream")["market_price"].unique().to_list() == [11.0]
+    assert book.equals(_full_rebuild(lake))
+
+
+def test_positions_stays_compact_and_checkpointed(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    for conid in range(1, 13):  # 12 merges, each inserting a row into its own new file
+        write_rows(root, "queued_positions", [_row("A", conid, 1.0, 1, "batch")], options)
+    table = DeltaTable(lake.uri("positions"), storage_options=options)
+    assert len(table.file_uris()) <= COMPACT_ABOVE_FILES
+    assert table.metadata().configuration["delta.checkpointInterval"] == "10"
+    assert any(name.endswith(".checkpoint.parquet") for name in lake.files("positions"))
+    assert read_positions(root, options).height == 12
+
+
+def test_apply_to_positions_replays_rows_and_refuses_bad_ones_whole(lake: Lake) -> None:
+    root, options = lake.root, lake.options
+    rows = [_row("A", 1, 2.0, 5, "stream"), _row("A", 1, 3.0, 1, "stream"), _row("A", 2, 1.0, 1, "batch")]
+    assert apply_to_positions(root, rows, options) == 2  # newest of the two (A, 1) rows, plus (A, 2)
+    assert _book(lake)["position"].to_list() == [3.0, 1.0]
+    assert apply_to_positions(root, [_row("A", 1, 9.0, 30, "batch")], options) == 0  # older: ignored
+    bad = [_row("A", 3, 1.0, 0, "batch"), PositionRow("A", -5, "SPY", position=1.0)]
+    with pytest.raises(InvalidRowError, match=r"positions row 1: conid=-5"):
+        apply_to_positions(root, bad, options)
+    assert _book(lake)["conid"].to_list() == [1, 2]
