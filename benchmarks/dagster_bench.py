@@ -6,19 +6,29 @@ the batch runs it requests (queued_positions for the whole range + positions), o
 (zero streaming lines, no gateway needed). The zero-line fetch path (stream down: reqPositions +
 reqPnLSingle against the gateway simulator) is measured too, up to --fetch-max contracts.
 
+Each figure is taken on both instance storages, side by side: the embedded SQLite instance and
+dagster-postgres on a throwaway PostgreSQL server this script starts (the tests' server, see
+v6_positions_tests/postgres_server.py). On Postgres the event-write settings are measured without
+(`default`) and with (`tuned`, what deploy/production/dagster.yaml's run containers get): EVENT_SETTINGS.
+
 Run: .venv/bin/python benchmarks/dagster_bench.py [--sizes 100,1000,10000] [--fetch-max 1000]
-Everything happens in temporary directories that are removed at the end.
+     [--storages sqlite,postgres] [--events default,tuned]
+Everything happens in temporary directories (and a temporary cluster) that are removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
@@ -31,7 +41,36 @@ from v6_positions.lake.tables import read_table
 from v6_positions.simulator import SimulatorThread
 from v6_positions.simulator.book import Book, generated_book
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from v6_positions_tests.postgres_server import PostgresServer, start_postgres  # noqa: E402
+
 T = TypeVar("T")
+
+# Dagster reads these from the environment of the process that runs the step (a run worker):
+# - DAGSTER_EVENT_BATCH_SIZE > 0 writes the per-partition events of a range run in batches (store_event_batch:
+#   dagster-postgres inserts a batch of materializations in one statement and updates the asset row once)
+#   instead of one INSERT + one asset-row UPDATE per partition, each on a fresh connection (the event log's
+#   engine uses NullPool);
+# - DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS emits one "materialization planned" event per asset for
+#   the whole range instead of one per partition at run start.
+EVENT_SETTINGS: dict[str, dict[str, str]] = {
+    "default": {},
+    "tuned": {"DAGSTER_EVENT_BATCH_SIZE": "1000", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"},
+}
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
@@ -81,10 +120,12 @@ def sensor_tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str 
 
 
 def schedule_tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(
+    # The context opens its own instance from the ref; `with` closes it again.
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=datetime.now(UTC), resources=defs.resources
-    )
-    return list(defs.resolve_schedule_def("queued_positions_batch").evaluate_tick(context).run_requests or [])
+    ) as context:
+        result = defs.resolve_schedule_def("queued_positions_batch").evaluate_tick(context)
+    return list(result.run_requests or [])
 
 
 def run_batches(
@@ -97,10 +138,20 @@ def run_batches(
         assert result.success, "batch run failed"
 
 
-def bench_size(count: int, *, fetch: bool) -> dict[str, float]:
+def event_rows(instance: dg.DagsterInstance, run_ids: list[str]) -> int:
+    return sum(len(instance.all_logs(run_id)) for run_id in run_ids)
+
+
+def bench_size(
+    count: int, *, fetch: bool, postgres: PostgresServer | None = None, events: str = "default"
+) -> dict[str, float]:
     book = generated_book(count) if fetch else None
-    with tempfile.TemporaryDirectory() as lake_root, tempfile.TemporaryDirectory() as home:
-        with dg.instance_for_test(temp_dir=home) as instance:
+    overrides = {"storage": postgres.dagster_storage()} if postgres is not None else None
+    with ExitStack() as stack:
+        lake_root = stack.enter_context(tempfile.TemporaryDirectory())
+        home = stack.enter_context(tempfile.TemporaryDirectory())
+        stack.enter_context(environment(EVENT_SETTINGS[events]))
+        with dg.instance_for_test(overrides, temp_dir=home) as instance:
             port = 4002
             sim = SimulatorThread(book, portfolio_interval=3600.0) if book is not None else None
             if sim is not None:
@@ -118,11 +169,14 @@ def bench_size(count: int, *, fetch: bool) -> dict[str, float]:
                     )
                 _, steady_s = timed(lambda: sensor_tick(defs, instance, first.cursor))
                 requests, schedule_s = timed(lambda: schedule_tick(defs, instance))
+                before = {run.run_id for run in instance.get_runs()}
                 _, batch_s = timed(
                     lambda: run_batches(defs, instance, requests, "always" if fetch else "never")
                 )
                 written = read_table(lake_root, "queued_positions").height
                 assert written == queued and PositionQueue(lake_root).pending_count() == 0
+                new_runs = [r.run_id for r in instance.get_runs() if r.run_id not in before]
+                logged = event_rows(instance, new_runs)
             finally:
                 if sim is not None:
                     sim.stop()
@@ -135,6 +189,7 @@ def bench_size(count: int, *, fetch: bool) -> dict[str, float]:
         "runs": len(requests),
         "batch_s": batch_s,
         "per_s": queued / batch_s,
+        "events": logged,
     }
 
 
@@ -144,31 +199,57 @@ def main() -> None:
     parser.add_argument(
         "--fetch-max", type=int, default=1000, help="largest size for the zero-line fetch path"
     )
+    parser.add_argument("--storages", default="sqlite,postgres")
+    parser.add_argument(
+        "--events", default="default,tuned", help=f"event settings on Postgres: {sorted(EVENT_SETTINGS)}"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)  # dagster's DEBUG/INFO event lines would drown the figures
     sizes = [int(s) for s in args.sizes.split(",")]
+    storages = args.storages.split(",")
+    variants = [("sqlite", "default")] if "sqlite" in storages else []
+    if "postgres" in storages:
+        variants += [("postgres", events) for events in args.events.split(",")]
 
-    bench_size(10, fetch=False)  # warm-up: first job resolution and imports are not the batch path's cost
-    header = (
-        f"{'path':<14}{'contracts':>10}{'sensor 1st':>12}{'add parts':>11}{'sensor':>9}"
-        f"{'schedule':>10}{'runs':>6}{'batch wall':>12}{'contracts/s':>13}"
-    )
-    print(header)
-    print("-" * len(header))
-    for fetch in (False, True):
-        for count in sizes:
-            if fetch and count > args.fetch_max:
-                continue
-            r = bench_size(count, fetch=fetch)
-            print(
-                f"{'zero-line' if fetch else 'queued payload':<14}{r['contracts']:>10,}"
-                f"{r['sensor_first_s']:>11.3f}s{r['add_partitions_s']:>10.3f}s{r['sensor_steady_s']:>8.3f}s"
-                f"{r['schedule_s']:>9.3f}s{r['runs']:>6}{r['batch_s']:>11.2f}s{r['per_s']:>13,.0f}"
-            )
+    with ExitStack() as stack:
+        postgres = stack.enter_context(start_postgres()) if "postgres" in storages else None
+        for storage, _ in variants:  # warm-up: first job resolution and imports are not the batch's cost
+            bench_size(10, fetch=False, postgres=postgres if storage == "postgres" else None)
+        header = (
+            f"{'storage':<10}{'events':<9}{'path':<15}{'contracts':>9}{'sensor 1st':>12}{'add parts':>11}"
+            f"{'sensor':>9}{'schedule':>10}{'runs':>6}{'batch wall':>12}{'contracts/s':>13}{'event rows':>12}"
+        )
+        print(header)
+        print("-" * len(header))
+        final: dict[str, float] = {}
+        for fetch in (False, True):
+            for count in sizes:
+                if fetch and count > args.fetch_max:
+                    continue
+                for storage, events in variants:
+                    server = postgres if storage == "postgres" else None
+                    r = bench_size(count, fetch=fetch, postgres=server, events=events)
+                    print(
+                        f"{storage:<10}{events:<9}{'zero-line' if fetch else 'queued payload':<15}"
+                        f"{r['contracts']:>9,}{r['sensor_first_s']:>11.3f}s{r['add_partitions_s']:>10.3f}s"
+                        f"{r['sensor_steady_s']:>8.3f}s{r['schedule_s']:>9.3f}s{r['runs']:>6}"
+                        f"{r['batch_s']:>11.2f}s{r['per_s']:>13,.0f}{r['events']:>12,}",
+                        flush=True,
+                    )
+                    # The summary line: the queued-payload batch at 10,000 as deployed (tuned on Postgres).
+                    if not fetch and count == 10_000 and (storage == "sqlite" or events == "tuned"):
+                        final[storage] = r["batch_s"]
+                    elif not fetch and count == 10_000 and storage not in final:
+                        final[storage] = r["batch_s"]
     print("\nsensor 1st = tick that reads the queue and requests every new partition; sensor = steady tick;")
     print("batch wall = all runs the schedule requested, run in-process one after another (queued_positions")
-    print("+ positions). Seed plan: 50 contracts every 5 s = 10 contracts/s.")
+    print("+ positions); event rows = Dagster event-log entries those runs wrote.")
+    tuned = ", ".join(f"{name}={value}" for name, value in EVENT_SETTINGS["tuned"].items())
+    print(f"events: default = Dagster's defaults; tuned = {tuned}.")
+    print("Seed plan: 50 contracts every 5 s = 10 contracts/s.\n")
+    for storage, seconds in final.items():
+        print(f"batch 10000 {storage}: {seconds:.2f} s")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 @dataclass(slots=True, frozen=True)
 class Settings:
     lake_uri: str = "./data/lake"
-    lake_storage_options: dict[str, str] = field(default_factory=dict)
+    lake_storage_options: dict[str, str] = field(default_factory=dict, repr=False)  # credentials
     ib_host: str = "127.0.0.1"
     ib_port: int = 4002
     ib_client_id: int = 10
@@ -30,6 +30,8 @@ class Settings:
     stream_sec_types: tuple[str, ...] = ("OPT",)
     flush_interval_s: float = 1.0
     batch_cron: str = "* * * * *"
+    history_retention_days: int = 0  # days of history kept before today; 0 keeps everything
+    stream_buffer_cap: int = 100_000  # contracts the stream holds while the lake is unreachable
     valuation_interval_s: float = 60.0  # queued holdings are re-valued (zero-line reqPnLSingle) this often
 
     @property
@@ -60,6 +62,10 @@ class Settings:
             stream_sec_types=_sec_types(env, "V6_STREAM_SEC_TYPES", defaults.stream_sec_types),
             flush_interval_s=_number(env, "V6_FLUSH_INTERVAL_S", defaults.flush_interval_s),
             batch_cron=_text(env, "V6_BATCH_CRON", defaults.batch_cron),
+            history_retention_days=_integer(
+                env, "V6_HISTORY_RETENTION_DAYS", defaults.history_retention_days
+            ),
+            stream_buffer_cap=_integer(env, "V6_STREAM_BUFFER_CAP", defaults.stream_buffer_cap),
             valuation_interval_s=_number(env, "V6_VALUATION_INTERVAL_S", defaults.valuation_interval_s),
         )
         _validate(settings, source="env")
@@ -79,6 +85,8 @@ ENV_NAMES = {
     "stream_sec_types": "V6_STREAM_SEC_TYPES",
     "flush_interval_s": "V6_FLUSH_INTERVAL_S",
     "batch_cron": "V6_BATCH_CRON",
+    "history_retention_days": "V6_HISTORY_RETENTION_DAYS",
+    "stream_buffer_cap": "V6_STREAM_BUFFER_CAP",
     "valuation_interval_s": "V6_VALUATION_INTERVAL_S",
 }
 
@@ -110,6 +118,10 @@ def _validate(settings: Settings, source: str) -> None:
         fail("valuation_interval_s", settings.valuation_interval_s, "must be > 0 seconds")
     if len(settings.batch_cron.split()) != 5:
         fail("batch_cron", settings.batch_cron, "must be a cron expression of five fields, e.g. '* * * * *'")
+    if settings.history_retention_days < 0:
+        fail("history_retention_days", settings.history_retention_days, "must be >= 0 (0 keeps all history)")
+    if settings.stream_buffer_cap < 1:
+        fail("stream_buffer_cap", settings.stream_buffer_cap, "must be >= 1 contract")
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -138,6 +150,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value != value:  # NaN
         raise ConfigError(f"{name}={raw!r}: not a number")
     return value
+
+
+# Parts of storage-option keys (deltalake / object_store names, any case) whose values are credentials.
+_CREDENTIAL_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "ACCOUNT_KEY", "SAS", "SERVICE_ACCOUNT")
+
+
+def credential_keys(storage_options: Mapping[str, str]) -> list[str]:
+    """The keys of `storage_options` that carry credentials (their values must never be shown)."""
+    return sorted(k for k in storage_options if any(marker in k.upper() for marker in _CREDENTIAL_MARKERS))
 
 
 def _json_object(env: Mapping[str, str], name: str) -> dict[str, str]:

@@ -40,6 +40,7 @@ def build_definitions(
             schedules.build_batch_schedule(settings.batch_cron),
             schedules.health_check_schedule,
             schedules.lake_maintenance_schedule,
+            schedules.queue_cleanup_schedule,
         ],
         resources=resources_from_settings(settings, supervision, thresholds),
     )

@@ -32,35 +32,37 @@ class _QuietHandler(MotoRequestHandler):
         pass  # one line per request would drown the test output
 
 
-class _IgnoreIfNoneMatch:
-    """Drop `If-None-Match` from PUTs: a store without conditional writes overwrites silently."""
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self._app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "PUT":
-            environ.pop("HTTP_IF_NONE_MATCH", None)
-        return self._app(environ, start_response)
-
-
 class _SerialWrites:
-    """Run S3 writes one at a time.
+    """Run S3 writes one at a time, and optionally note every Delta commit (a PUT under `_delta_log/`).
 
     Real S3 evaluates `If-None-Match: *` atomically with the write. moto checks for the key and then stores
     the object in two steps, so two concurrent conditional PUTs could both pass the check; serialising
     writes gives the server S3's guarantee. Reads stay concurrent.
     """
 
-    def __init__(self, app: Callable[..., Any]) -> None:
+    def __init__(self, app: Callable[..., Any], commit_log: str | None) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self._commit_log = commit_log
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") not in _WRITES:
+        method = environ.get("REQUEST_METHOD")
+        if method not in _WRITES:
             return self._app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        condition = environ.get("HTTP_IF_NONE_MATCH", "-")
+        statuses: list[str] = []
+
+        def noting_start_response(status: str, *args: Any) -> Any:
+            statuses.append(status.split()[0])
+            return start_response(status, *args)
+
         with self._lock:
-            return self._app(environ, start_response)
+            body = self._app(environ, noting_start_response)
+            if self._commit_log and method == "PUT" and "/_delta_log/" in path and path.endswith(".json"):
+                with open(self._commit_log, "a", encoding="utf-8") as out:
+                    out.write(f"{path} {condition} {statuses[0] if statuses else '?'}\n")
+        return body
 
 
 @dataclass(slots=True)
@@ -69,11 +71,9 @@ class S3Server:
 
     Not a thread of the test process: some deltalake calls hold the GIL while they wait for the server's
     answer, and a server thread that needs the GIL to answer would then hang them.
-    `honour_conditional_puts=False` makes a server that ignores `If-None-Match` (as S3-compatible stores
-    without conditional writes do), to show what concurrent writers lose there.
     """
 
-    honour_conditional_puts: bool = True
+    commit_log: str | None = None  # a file that gets "<path> <If-None-Match> <status>" per Delta commit PUT
     host: str = "127.0.0.1"
     port: int = 0
     _process: subprocess.Popen[str] | None = None
@@ -84,8 +84,8 @@ class S3Server:
 
     def start(self, timeout_s: float = 30.0) -> S3Server:
         args = [sys.executable, __file__, self.host]
-        if not self.honour_conditional_puts:
-            args.append("--ignore-if-none-match")
+        if self.commit_log:
+            args.append(f"--commit-log={self.commit_log}")
         # stdin is the lifeline: the server exits when it closes, even if this process is SIGKILLed.
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready: queue.Queue[str] = queue.Queue()
@@ -161,12 +161,10 @@ def _exit_when_parent_goes() -> None:
     os._exit(0)
 
 
-def serve(host: str, honour_conditional_puts: bool) -> None:
+def serve(host: str, commit_log: str | None) -> None:
     """Serve until terminated; the first line on stdout is `port <n>`."""
-    app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
-    if not honour_conditional_puts:
-        app = _IgnoreIfNoneMatch(app)
-    server = make_server(host, 0, _SerialWrites(app), threaded=True, request_handler=_QuietHandler)
+    app = _SerialWrites(DomainDispatcherApplication(create_backend_app), commit_log)
+    server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     sys.stdout.write(f"port {server.server_address[1]}\n")
     sys.stdout.flush()
@@ -174,4 +172,6 @@ def serve(host: str, honour_conditional_puts: bool) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], "--ignore-if-none-match" not in sys.argv[2:])
+    flags = sys.argv[2:]
+    logs = [flag.split("=", 1)[1] for flag in flags if flag.startswith("--commit-log=")]
+    serve(sys.argv[1], logs[0] if logs else None)

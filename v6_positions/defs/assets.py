@@ -7,18 +7,25 @@ that would start a second, unsupervised stream. `queued_positions` (one dynamic 
 contract) and `positions` are materialized by the batch runs.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
+import polars as pl
 
 from v6_positions.defs.batch import refresh_contracts
 from v6_positions.defs.heartbeat import live_stream_run
-from v6_positions.defs.metadata import age_seconds, position_rows_frame, rows_markdown
-from v6_positions.defs.partitions import queued_contracts
+from v6_positions.defs.metadata import age_seconds, rows_markdown
+from v6_positions.defs.partitions import (
+    events_deferred,
+    queued_contracts,
+    report_failed,
+    report_materialized,
+)
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
-from v6_positions.lake.positions import read_positions, refresh_positions
-from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.history import PositionRow
+from v6_positions.lake.positions import read_positions
 
 GROUP = "positions"
 OWNERS = ["team:trading"]
@@ -58,12 +65,21 @@ class BatchConfig(dg.Config):
     zero_line_fetch: Literal["auto", "always", "never"] = "auto"
 
 
+# Run tags carrying this run's batch figures from `queued_positions` to `positions` (and to the run list).
+SUMMARY_TAG_PREFIX = "v6/batch-"
+_SUMMARY_FIELDS = ("partitions", "due", "rows_written", "from_queued_payload", "from_zero_line_fetch",
+                   "closed", "failed", "not_due")  # fmt: skip
+
+
 @dg.asset(
     partitions_def=queued_contracts,
     deps=[position_queue],
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="Batch-refreshed rows of queued contracts (append-only history, source=batch), one dynamic "
-    "partition per contract. Uses the payloads the stream queued: zero streaming lines.",
+    "partition per contract. Uses the payloads the stream queued: zero streaming lines. A partition is "
+    "reported materialized only when its row was committed in that run; contracts that could not be "
+    "refreshed are reported failed (and fail the run); done contracts a range merely spans are not reported "
+    "again.",
     group_name=GROUP,
     owners=OWNERS,
     kinds=KINDS,
@@ -82,51 +98,95 @@ def queued_positions(
     outcome = refresh_contracts(
         settings, keys, fetch=fetch, batch_client_id=ib.batch_client_id, log=context.log
     )
+    summary = {
+        "partitions": len(keys),
+        "due": outcome.due,
+        "rows_written": len(outcome.written),
+        "from_queued_payload": outcome.from_payload,
+        "from_zero_line_fetch": outcome.from_fetch,
+        "closed": outcome.closed,
+        "failed": len(outcome.failed),
+        "not_due": len(keys) - outcome.due,
+    }
     context.log.info(
         f"{len(keys)} partitions: {outcome.due} due, {len(outcome.written)} rows committed "
         f"({outcome.from_payload} from queued payloads, {outcome.from_fetch} fetched, "
         f"{outcome.closed} closed), "
-        f"{len(outcome.failed)} failed"
+        f"{len(outcome.failed)} failed, {len(keys) - outcome.due} not due (not reported again)"
+        + (f"; zero-line fetch error: {outcome.fetch_error}" if outcome.fetch_error else "")
     )
-    backlog = PositionQueue(settings.lake_uri, settings.lake_storage_options or None).pending_count()
-    return dg.MaterializeResult(
-        metadata={
-            "partitions": len(keys),
-            "due": outcome.due,
-            "rows_written": len(outcome.written),
-            "from_queued_payload": outcome.from_payload,
-            "from_zero_line_fetch": outcome.from_fetch,
-            "closed": outcome.closed,
-            "failed": len(outcome.failed),
-            "stream_alive": stream is not None,
-            "zero_line_fetch_error": outcome.fetch_error or "",
-            "queue_backlog": backlog,
-            "latest_rows": rows_markdown(position_rows_frame(outcome.written)),
-        }
+    context.instance.add_run_tags(
+        context.run.run_id, {f"{SUMMARY_TAG_PREFIX}{name}": str(value) for name, value in summary.items()}
     )
+    now = datetime.now(UTC)
+    per_partition = {key: partition_metadata(row, now) for key, row in outcome.committed_keys.items()}
+    if events_deferred(context):
+        report_materialized(context, per_partition)
+        if outcome.failed_keys:
+            report_failed(context, outcome.failed_keys)
+    elif not outcome.failed_keys:
+        # Dagster reports every key of the run: honest only when every key was committed (one-key runs).
+        for key, metadata in per_partition.items():
+            context.add_asset_metadata(metadata, partition_key=key)
+    if outcome.failed_keys:
+        shown = ", ".join(sorted(outcome.failed_keys)[:5])
+        raise dg.Failure(
+            description=f"{len(outcome.failed_keys)} of {outcome.due} due contracts were not refreshed "
+            f"(they stay queued and are retried): {shown}",
+            metadata={**summary, "error": outcome.fetch_error or next(iter(outcome.failed_keys.values()))},
+        )
+    return dg.MaterializeResult()
 
 
 @dg.asset(
     deps=[streamed_positions, queued_positions],
     description="The current book: one row per (account, conid), the newest of stream and batch, with its "
-    "source and age. Rebuilt by every batch run.",
+    "source and age. Kept current by the writers (the stream's flushes and the batch's commits merge into "
+    "it); each batch run records its summary here.",
     group_name=GROUP,
     owners=OWNERS,
     kinds=KINDS,
 )
 def positions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    rows = refresh_positions(lake.root_uri, lake.storage_options)
     book = read_positions(lake.root_uri, lake.storage_options)
-    by_source = {str(s): int(n) for s, n in book.group_by("source").len().iter_rows()} if rows else {}
-    oldest = book["event_time"].min() if rows else None
-    context.log.info(f"positions rebuilt: {rows} open positions {by_source}")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": rows,
-            "streamed": by_source.get("stream", 0) + by_source.get("portfolio", 0),
-            "batch": by_source.get("batch", 0),
-            "oldest_age_s": age_seconds(oldest) if isinstance(oldest, datetime) else None,
-            "refreshed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "latest_rows": rows_markdown(book),
-        }
-    )
+    run = context.instance.get_run_by_id(context.run.run_id)
+    run_tags = run.tags if run is not None else {}
+    metadata = {**book_metadata(book), **batch_summary(run_tags)}
+    context.log.info(f"positions: {book.height} open positions")
+    if events_deferred(context):
+        context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata=metadata))
+        return dg.MaterializeResult()
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def partition_metadata(row: PositionRow, now: datetime) -> dict[str, object]:
+    """What one contract got in this run: small, so the event log grows with contracts, not tables."""
+    return {
+        "source": row.source,
+        "position": row.position,
+        "market_price": row.market_price,
+        "age_s": age_seconds(row.event_time, now),
+    }
+
+
+def book_metadata(book: pl.DataFrame) -> dict[str, object]:
+    by_source = {str(s): int(n) for s, n in book.group_by("source").len().iter_rows()} if book.height else {}
+    oldest = book["event_time"].min() if book.height else None
+    return {
+        "rows": book.height,
+        "streamed": by_source.get("stream", 0) + by_source.get("portfolio", 0),
+        "batch": by_source.get("batch", 0),
+        "oldest_age_s": age_seconds(oldest) if isinstance(oldest, datetime) else None,
+        "refreshed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "latest_rows": rows_markdown(book),
+    }
+
+
+def batch_summary(run_tags: Mapping[str, str]) -> dict[str, int]:
+    """This run's batch figures, as `queued_positions` left them in the run's tags."""
+    summary = {}
+    for name in _SUMMARY_FIELDS:
+        value = run_tags.get(f"{SUMMARY_TAG_PREFIX}{name}")
+        if value is not None and value.isdigit():
+            summary[f"batch_{name}"] = int(value)
+    return summary

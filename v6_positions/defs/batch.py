@@ -2,7 +2,9 @@
 
 Payloads the stream queued are used as they are. When the stream is down (payloads would be stale) or a
 payload is missing, the positions are fetched with zero-line requests (reqPositions + reqPnLSingle) on the
-batch clientId. Queue rows are marked done only after their rows are committed to `queued_positions`.
+batch clientId. Queue rows are marked done only after their rows are committed to `queued_positions`
+(whose write also merges them into the `positions` book). The outcome says, per partition key, what was
+committed and what failed, so the asset reports exactly those partitions.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from v6_positions.lake.queue import PositionQueue, QueueItem
 
 Key = tuple[str, int]
 BATCH_SOURCE = "batch"
-_ALL = 2**62  # get_batch limit meaning "every due row"
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchOutcome:
     requested: int = 0  # partition keys in the run
     due: int = 0  # of those, queue rows that were pending (or failed and retryable)
     written: list[PositionRow] = field(default_factory=list)
+    # partition key of every written row / failed contract (bridged keys that were not due appear in neither)
+    committed_keys: dict[str, PositionRow] = field(default_factory=dict)
+    failed_keys: dict[str, str] = field(default_factory=dict)
     from_payload: int = 0
     from_fetch: int = 0
     closed: int = 0  # due contracts the account no longer holds (written with position 0)
@@ -46,10 +50,10 @@ def refresh_contracts(
     log: logging.Logger | logging.LoggerAdapter,
 ) -> BatchOutcome:
     """Refresh the due contracts among `partition_keys`; commit their rows, then mark the queue."""
-    wanted = {contract_from_key(key) for key in partition_keys}
+    wanted = {contract_from_key(key): key for key in partition_keys}
     queue = PositionQueue(settings.lake_uri, settings.lake_storage_options or None)
     read_at = datetime.now(UTC)
-    due = [item for item in queue.get_batch(limit=_ALL) if _key(item) in wanted]
+    due = [item for item in queue.due() if _key(item) in wanted]
     outcome = BatchOutcome(requested=len(wanted), due=len(due))
     if not due:
         return outcome
@@ -77,8 +81,13 @@ def refresh_contracts(
     outcome.written = rows
     # Only now, with the rows committed: a contract re-queued since we read the queue stays pending.
     queue.mark_done([(row.account, row.conid) for row in rows], updated_before=read_at)
+    by_error: dict[str, list[Key]] = {}
     for key, error in outcome.failed.items():
-        queue.mark_failed([key], error, updated_before=read_at)
+        by_error.setdefault(error, []).append(key)
+    for error, keys in by_error.items():  # one MERGE per distinct error, not per contract
+        queue.mark_failed(keys, error, updated_before=read_at)
+    outcome.committed_keys = {wanted[_key(row)]: row for row in rows}
+    outcome.failed_keys = {wanted[key]: error for key, error in outcome.failed.items()}
     return outcome
 
 

@@ -3,10 +3,13 @@
 The stream job lives with its op in `stream.py`.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from v6_positions.defs.assets import positions, queued_positions
-from v6_positions.defs.partitions import queued_contracts
+from v6_positions.defs.cleanup import cleanup_queue
+from v6_positions.defs.partitions import DEFER_EVENTS_TAG, queued_contracts
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.maintenance import maintain
 
@@ -19,7 +22,10 @@ batch_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(queued_positions, positions),
     partitions_def=queued_contracts,
     executor_def=dg.in_process_executor,
-    description="Refresh pending queued contracts (a range of partitions per run) and rebuild the book.",
+    # The assets report per partition what was committed or failed; Dagster's own per-key events would
+    # also report failed and bridged keys of the range (see partitions.DEFER_EVENTS_TAG).
+    tags={DEFER_EVENTS_TAG: "true"},
+    description="Refresh pending queued contracts (a range of partitions per run); summary on positions.",
 )
 
 health_check_job = dg.define_asset_job(
@@ -44,3 +50,32 @@ def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lak
 @dg.job(executor_def=dg.in_process_executor, description="Small-file hygiene of the Delta tables.")
 def lake_maintenance_job() -> None:
     maintain_lake()
+
+
+class QueueCleanupConfig(dg.Config):
+    # Contracts expiring before this day (YYYYMMDD) count as expired; empty = today (UTC).
+    today: str = ""
+
+
+@dg.op(
+    description="Delete the queued_positions partitions and position_queue rows of contracts that are closed "
+    "(done with position 0) or past expiry, and partitions left without a queue row."
+)
+def remove_closed_and_expired(
+    context: dg.OpExecutionContext, config: QueueCleanupConfig, lake: LakeResource
+) -> dg.Output[None]:
+    today = datetime.strptime(config.today, "%Y%m%d").date() if config.today else datetime.now(UTC).date()
+    outcome = cleanup_queue(context.instance, lake, today)
+    context.log.info(
+        f"removed {outcome.partitions} partitions and {outcome.queue_rows} queue rows "
+        f"({outcome.contracts} closed or expired contracts, {outcome.orphans} partitions without a queue row)"
+    )
+    return dg.Output(None, metadata=outcome.metadata())
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    description="Bounded growth: partitions and queue rows of closed or expired contracts are removed.",
+)
+def queue_cleanup_job() -> None:
+    remove_closed_and_expired()

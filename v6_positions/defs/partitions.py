@@ -12,8 +12,18 @@ tokens are for the reader of the UI.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
+from dagster._core.definitions.metadata import RawMetadataValue
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventBatchMetadata,
+    generate_event_batch_id,
+)
+from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
+from dagster._utils.tags import get_boolean_tag_value
 
 queued_contracts = dg.DynamicPartitionsDefinition(name="queued_contracts")
 
@@ -58,3 +68,40 @@ def contract_from_key(key: str) -> tuple[str, int]:
     if not tail or not conid_text.isdigit():
         raise ValueError(f"not a queued-contract partition key: {key!r}")
     return ("" if head == _NO_ACCOUNT else head), int(conid_text)
+
+
+# -- what a batch run reports per partition --------------------------------------------------------------
+# Batch runs carry DEFER_EVENTS_TAG, so Dagster writes neither a planned event per partition of the range at
+# run creation nor a materialization per partition at output: a range also spans contracts that fail and done
+# keys bridged to keep it contiguous, and reporting those would be a lie (and costs two events per key). The
+# asset reports what really happened instead, with the functions below.
+DEFER_EVENTS_TAG = EXTERNALLY_MANAGED_ASSETS_TAG  # "dagster/defer_asset_events"
+
+
+def events_deferred(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run leaves asset events to the asset (batch runs do; a UI materialization may not)."""
+    return get_boolean_tag_value(context.run.tags.get(DEFER_EVENTS_TAG), default_value=False)
+
+
+def report_materialized(
+    context: dg.AssetExecutionContext, metadata_by_key: Mapping[str, Mapping[str, RawMetadataValue]]
+) -> None:
+    """One materialization per committed partition, written as one batch where the storage supports it
+    (dagster-postgres with DAGSTER_EVENT_BATCH_SIZE > 0); SQLite writes them one by one."""
+    step = context.op_execution_context.get_step_execution_context()
+    batch_id = generate_event_batch_id()
+    last = len(metadata_by_key) - 1
+    for index, (key, metadata) in enumerate(metadata_by_key.items()):
+        event = dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=dict(metadata))
+        DagsterEvent.asset_materialization(step, event, DagsterEventBatchMetadata(batch_id, index == last))
+
+
+def report_failed(context: dg.AssetExecutionContext, partition_keys: Iterable[str]) -> None:
+    """Mark partitions as attempted in this run; the run then fails, and Dagster shows exactly these as failed
+    (a partition planned by a failed run and not materialized in it is a failed partition)."""
+    step_key = context.op_execution_context.get_step_execution_context().step.key
+    for key in partition_keys:
+        planned = DagsterEvent.build_asset_materialization_planned_event(
+            context.run.job_name, step_key, AssetMaterializationPlannedData(context.asset_key, partition=key)
+        )
+        context.instance.report_dagster_event(planned, run_id=context.run.run_id)

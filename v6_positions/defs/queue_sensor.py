@@ -1,11 +1,12 @@
 """The queue sensor: turns new position_queue keys into `queued_positions` partitions.
 
-Kept apart from the stream supervisor so a broken or slow lake never stops stream supervision. It also
-observes the registry and queue tables (versions, counts) for the UI. It never talks to IB.
+Each tick reads only the queue rows changed since the cursor's table version (the queue's change data feed),
+so its cost follows the new rows, not the queue's size or the day's history. Kept apart from the stream
+supervisor so a broken or slow lake never stops stream supervision. It also observes the registry and queue
+tables (versions, what changed) for the UI. It never talks to IB.
 """
 
 import json
-import time
 from dataclasses import asdict, dataclass
 
 import dagster as dg
@@ -14,12 +15,15 @@ import polars as pl
 from v6_positions.defs.metadata import QUEUE_COLUMNS, REGISTRY_COLUMNS, rows_markdown
 from v6_positions.defs.partitions import contract_from_key, contract_partition_key, queued_contracts
 from v6_positions.defs.resources import LakeResource
-from v6_positions.lake.queue import PENDING
+from v6_positions.lake.queue import PENDING, PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
-from v6_positions.lake.tables import read_table, table_version
+from v6_positions.lake.tables import table_version
 
 # The recommended ceiling of partition additions per evaluation; the rest waits for the next tick.
 MAX_NEW_PARTITIONS_PER_TICK = 25_000
+# Up to this many candidate rows are checked one partition lookup each; beyond, one listing is cheaper.
+_LOOKUP_LIMIT = 200
+_KEY_FIELDS = ("account", "conid", "symbol", "sec_type", "right", "strike", "expiry")
 
 
 @dataclass
@@ -60,28 +64,50 @@ def queue_partitions(context: dg.SensorEvaluationContext, lake: LakeResource) ->
 def _new_queue_partitions(
     context: dg.SensorEvaluationContext, lake: LakeResource, cursor: QueueCursor
 ) -> tuple[list[dg.AddDynamicPartitionsRequest], list[dg.AssetObservation]]:
+    """Partitions for queue rows changed since the cursor's version: O(changed rows), not O(queue)."""
     version = table_version(lake.root_uri, "position_queue", lake.storage_options)
     if version == cursor.queue_version:
         return [], []
-    queue = read_table(lake.root_uri, "position_queue", lake.storage_options)
-    existing = context.instance.get_dynamic_partitions(queued_contracts.name)
-    new_keys = new_partition_keys(queue, existing)
+    version, changed = PositionQueue(lake.root_uri, lake.storage_options).changes_since(cursor.queue_version)
+    # A row that was ever processed has been in a batch run, so its partition exists: only never-processed
+    # rows can lack one (new contracts, and re-opened ones whose row the clean-up removed).
+    candidates = changed.filter(pl.col("processed_at").is_null())
+    new_keys = new_partition_keys(candidates, _existing(context.instance, candidates))
     if len(new_keys) > MAX_NEW_PARTITIONS_PER_TICK:
         new_keys = new_keys[:MAX_NEW_PARTITIONS_PER_TICK]  # cursor not advanced: the rest come next tick
     else:
         cursor.queue_version = version
-    observation = dg.AssetObservation(asset_key="position_queue", metadata=_queue_metadata(queue, version))
+    observation = dg.AssetObservation(
+        asset_key="position_queue", metadata=_queue_metadata(changed, version, len(new_keys))
+    )
     if new_keys:
         context.log.info(f"adding {len(new_keys)} queued_positions partitions (queue version {version})")
         return [queued_contracts.build_add_request(new_keys)], [observation]
     return [], [observation]
 
 
+def _existing(instance: dg.DagsterInstance, candidates: pl.DataFrame) -> list[str]:
+    """The partition keys among the candidates' that exist: one lookup each when they are few, else one
+    listing (a first tick or a reset cursor sees every row as a candidate)."""
+    if candidates.height > _LOOKUP_LIMIT:
+        return list(instance.get_dynamic_partitions(queued_contracts.name))
+    return [
+        key
+        for key in (_row_key(row) for row in candidates.select(*_KEY_FIELDS).iter_rows())
+        if instance.has_dynamic_partition(queued_contracts.name, key)
+    ]
+
+
+def _row_key(row: tuple) -> str:
+    account, conid, symbol, sec_type, right, strike, expiry = row
+    return contract_partition_key(account, conid, symbol, sec_type, right, strike, expiry)
+
+
 def new_partition_keys(queue: pl.DataFrame, existing: list[str] | tuple[str, ...]) -> list[str]:
     """Keys of queued contracts that have no partition yet, most urgent and oldest first.
 
     Contracts are matched by (account, conid), not by the whole key, so a contract whose descriptive fields
-    changed keeps its first partition instead of getting a second one.
+    changed keeps its first partition instead of getting a second one (when `existing` lists them all).
     """
     have = set()
     for key in existing:
@@ -91,11 +117,8 @@ def new_partition_keys(queue: pl.DataFrame, existing: list[str] | tuple[str, ...
             continue
     keys: list[str] = []
     ordered = queue.sort(["priority", "queued_at", "account", "conid"], nulls_last=True)
-    for row in ordered.select(
-        "account", "conid", "symbol", "sec_type", "right", "strike", "expiry"
-    ).iter_rows():
-        account, conid, symbol, sec_type, right, strike, expiry = row
-        key = contract_partition_key(account, conid, symbol, sec_type, right, strike, expiry)
+    for row in ordered.select(*_KEY_FIELDS).iter_rows():
+        key = _row_key(row)
         contract = contract_from_key(key)
         if contract not in have:
             have.add(contract)
@@ -103,18 +126,15 @@ def new_partition_keys(queue: pl.DataFrame, existing: list[str] | tuple[str, ...
     return keys
 
 
-def _queue_metadata(queue: pl.DataFrame, version: int) -> dict[str, object]:
-    pending = queue.filter(pl.col("status") == PENDING)
-    oldest = pending["queued_at"].min() if pending.height else None
-    by_status = {str(s): int(n) for s, n in queue.group_by("status").len().iter_rows()}
+def _queue_metadata(changed: pl.DataFrame, version: int, new_contracts: int) -> dict[str, object]:
+    """What changed in the queue since the last tick (the backlog as a whole is the queue_backlog check's)."""
+    pending = changed.filter(pl.col("status") == PENDING)
     return {
         "table_version": version,
-        "contracts": queue.height,
-        "pending": by_status.get("pending", 0),
-        "done": by_status.get("done", 0),
-        "failed": by_status.get("failed", 0),
-        "oldest_pending_age_s": round(time.time() - oldest.timestamp(), 1) if oldest is not None else None,
-        "latest_rows": rows_markdown(queue, columns=QUEUE_COLUMNS, newest_by="updated_at"),
+        "rows_changed": changed.height,
+        "pending_among_changed": pending.height,
+        "new_contracts": new_contracts,
+        "latest_rows": rows_markdown(changed, columns=QUEUE_COLUMNS, newest_by="updated_at"),
     }
 
 

@@ -1,16 +1,24 @@
 """Dagster resources: where the lake is, which gateway to talk to, how the stream run is supervised.
 
-Values come from `v6_positions.config.Settings` (the one place that reads the environment);
+Values come from `v6_positions.config.Settings` (the one place that parses the environment);
 `resources_from_settings` turns a `Settings` into the resource dict `definitions.py` assembles.
+
+Settings read where runs execute: a setting that came from a `V6_*` variable is passed to its resource as
+`EnvVar` (`{"env": "V6_..."}` in the config), so Dagster resolves it in the process that runs the step
+(a run container's own environment), and the value (storage credentials included) never enters the config
+snapshot or the UI. A setting given explicitly (tests, command-line flags) is passed as its value.
+Fields whose type Dagster cannot back with an environment variable (lists, floats) hold the variable's text;
+`settings_of` parses and validates everything the way `Settings.from_env` does, naming the variable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import dagster as dg
 
-from v6_positions.config import ENV_NAMES, Settings
+from v6_positions.config import ENV_NAMES, ConfigError, Settings, credential_keys
 
 # The stream owns `client_id`; the batch path's zero-line requests use the next id so both can be connected
 # at once (IB rejects a second session on a clientId that is in use).
@@ -40,8 +48,10 @@ class IBResource(dg.ConfigurableResource):
     account: str = ""
     max_lines: int = 100
     reserved_lines: int = 0
-    stream_sec_types: list[str] = ["OPT"]
-    flush_interval_s: float = 1.0
+    # As V6_STREAM_SEC_TYPES / V6_FLUSH_INTERVAL_S / V6_VALUATION_INTERVAL_S write them (see module doc).
+    stream_sec_types: str = "OPT"
+    flush_interval_s: str = "1.0"
+    valuation_interval_s: str = "60.0"
 
     @property
     def line_budget(self) -> int:
@@ -83,18 +93,22 @@ class HealthThresholds(dg.ConfigurableResource):
 
 
 def settings_of(lake: LakeResource, ib: IBResource) -> Settings:
-    """The library layers take a `Settings`; rebuild one from the two resources."""
-    return Settings(
-        lake_uri=lake.root_uri,
-        lake_storage_options=lake.storage_options or {},
-        ib_host=ib.host,
-        ib_port=ib.port,
-        ib_client_id=ib.client_id,
-        ib_account=ib.account,
-        max_lines=ib.max_lines,
-        reserved_lines=ib.reserved_lines,
-        stream_sec_types=tuple(ib.stream_sec_types),
-        flush_interval_s=ib.flush_interval_s,
+    """The library layers take a `Settings`; rebuild one from the two resources (parsed and validated as the
+    environment is: a bad value raises `ConfigError` naming its V6_* variable)."""
+    return Settings.from_env(
+        {
+            ENV_NAMES["lake_uri"]: lake.root_uri,
+            ENV_NAMES["lake_storage_options"]: lake.storage_options_json,
+            ENV_NAMES["ib_host"]: ib.host,
+            ENV_NAMES["ib_port"]: str(ib.port),
+            ENV_NAMES["ib_client_id"]: str(ib.client_id),
+            ENV_NAMES["ib_account"]: ib.account,
+            ENV_NAMES["max_lines"]: str(ib.max_lines),
+            ENV_NAMES["reserved_lines"]: str(ib.reserved_lines),
+            ENV_NAMES["stream_sec_types"]: ib.stream_sec_types,
+            ENV_NAMES["flush_interval_s"]: ib.flush_interval_s,
+            ENV_NAMES["valuation_interval_s"]: ib.valuation_interval_s,
+        }
     )
 
 
@@ -103,31 +117,59 @@ def resources_from_settings(
     supervision: StreamSupervision | None = None,
     thresholds: HealthThresholds | None = None,
 ) -> dict[str, dg.ConfigurableResource]:
+    from_env = _EnvBacked(settings)
+    secret_keys = credential_keys(settings.lake_storage_options)
+    if secret_keys and not from_env._backed("lake_storage_options"):
+        # A literal config value is kept in Dagster's snapshots and shown in the UI; an EnvVar is not.
+        raise ConfigError(
+            f"{ENV_NAMES['lake_storage_options']}: storage options with credentials "
+            f"({', '.join(secret_keys)}) must come from that environment variable, not be given as values"
+        )
     return {
         "lake": LakeResource(
-            root_uri=settings.lake_uri, storage_options_json=_storage_options_config(settings)
+            root_uri=from_env.text("lake_uri", settings.lake_uri),
+            storage_options_json=from_env.text(
+                "lake_storage_options", json.dumps(settings.lake_storage_options)
+            ),
         ),
         "ib": IBResource(
-            host=settings.ib_host,
-            port=settings.ib_port,
-            client_id=settings.ib_client_id,
-            account=settings.ib_account,
-            max_lines=settings.max_lines,
-            reserved_lines=settings.reserved_lines,
-            stream_sec_types=list(settings.stream_sec_types),
-            flush_interval_s=settings.flush_interval_s,
+            host=from_env.text("ib_host", settings.ib_host),
+            port=from_env.integer("ib_port", settings.ib_port),
+            client_id=from_env.integer("ib_client_id", settings.ib_client_id),
+            account=from_env.text("ib_account", settings.ib_account),
+            max_lines=from_env.integer("max_lines", settings.max_lines),
+            reserved_lines=from_env.integer("reserved_lines", settings.reserved_lines),
+            stream_sec_types=from_env.text("stream_sec_types", ",".join(settings.stream_sec_types)),
+            flush_interval_s=from_env.text("flush_interval_s", repr(settings.flush_interval_s)),
+            valuation_interval_s=from_env.text("valuation_interval_s", repr(settings.valuation_interval_s)),
         ),
         "supervision": supervision or StreamSupervision(),
         "thresholds": thresholds or HealthThresholds(),
     }
 
 
-def _storage_options_config(settings: Settings) -> str:
-    """Storage options often carry credentials: when they came from the environment, pass the variable's name
-    (EnvVar) so the values never enter Dagster's config snapshot and the UI."""
-    if not settings.lake_storage_options:
-        return "{}"
-    env_var = dg.EnvVar(ENV_NAMES["lake_storage_options"])
-    if env_var.get_value():
-        return env_var
-    return json.dumps(settings.lake_storage_options)
+class _EnvBacked:
+    """Chooses, per setting, between the value and the `EnvVar` it came from.
+
+    A setting is env-backed when its variable is set here and parses to the value `settings` holds (so the
+    settings came from the environment, not from a flag or a test); then the run resolves the variable in
+    its own environment. The value is never echoed: storage options carry credentials."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        try:
+            self._env = Settings.from_env()
+        except ConfigError:
+            self._env = None  # a bad environment: explicit settings are all we have
+
+    def _backed(self, field_name: str) -> bool:
+        name = ENV_NAMES[field_name]
+        if self._env is None or not os.environ.get(name, "").strip():
+            return False
+        return getattr(self._env, field_name) == getattr(self._settings, field_name)
+
+    def text(self, field_name: str, value: str) -> str:
+        return dg.EnvVar(ENV_NAMES[field_name]) if self._backed(field_name) else value
+
+    def integer(self, field_name: str, value: int) -> int:
+        return dg.EnvVar.int(ENV_NAMES[field_name]) if self._backed(field_name) else value

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from v6_positions.defs.jobs import BATCH_JOB_NAME, batch_job, health_check_job, lake_maintenance_job
-from v6_positions.defs.partitions import contract_from_key, queued_contracts
+from v6_positions.defs.jobs import (
+    BATCH_JOB_NAME,
+    batch_job,
+    health_check_job,
+    lake_maintenance_job,
+    queue_cleanup_job,
+)
+from v6_positions.defs.partitions import DEFER_EVENTS_TAG, contract_from_key, queued_contracts
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.queue import PositionQueue
 
@@ -75,9 +81,11 @@ def batch_run_requests(
     if busy:
         return dg.SkipReason(f"batch run {busy[0].dagster_run.run_id} is still in progress")
     queue = PositionQueue(lake.root_uri, lake.storage_options)
-    due = {item.key for item in queue.get_batch(limit=2**62)}
+    due = {item.key for item in queue.due()}  # only due rows are read from the queue
     if not due:
         return dg.SkipReason("no pending queued contracts")
+    # Ranges follow the partitions' insertion order, which only the listing gives; the listing is bounded by
+    # the clean-up (closed and expired contracts lose their partition), not by the day's history.
     keys = context.instance.get_dynamic_partitions(queued_contracts.name)
     ranges = plan_ranges(keys, due)
     covered = sum(r.due for r in ranges)
@@ -91,7 +99,12 @@ def batch_run_requests(
     return [
         dg.RunRequest(
             run_key=f"batch:{tick}:{r.start}..{r.end}",
-            tags={RANGE_START_TAG: r.start, RANGE_END_TAG: r.end, "v6/due": str(r.due)},
+            tags={
+                RANGE_START_TAG: r.start,
+                RANGE_END_TAG: r.end,
+                "v6/due": str(r.due),
+                DEFER_EVENTS_TAG: "true",
+            },
         )
         for r in ranges
     ]
@@ -104,7 +117,8 @@ def build_batch_schedule(cron_schedule: str = "* * * * *") -> dg.ScheduleDefinit
         job=batch_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Materialize every pending queued_positions partition in as few runs as possible "
-        "(partition-range runs), then rebuild positions.",
+        "(partition-range runs); each committed contract is reported on its partition, the run's summary on "
+        "positions.",
     )
     def queued_positions_batch(
         context: dg.ScheduleEvaluationContext, lake: LakeResource
@@ -128,4 +142,13 @@ lake_maintenance_schedule = dg.ScheduleDefinition(
     job=lake_maintenance_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Compact, checkpoint and vacuum every Delta table once a day.",
+)
+
+queue_cleanup_schedule = dg.ScheduleDefinition(
+    name="queued_positions_cleanup",
+    cron_schedule="7 * * * *",
+    job=queue_cleanup_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: remove the partitions and queue rows of contracts that are closed or past expiry, "
+    "so partitions, queue and schedule ticks stay the size of the book.",
 )

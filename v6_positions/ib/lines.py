@@ -5,7 +5,7 @@ configured budget (`V6_MAX_LINES - V6_RESERVED_LINES`). A 101 means "the account
 capped at the lines the stream holds, and the legs that do not fit wait in the queue at top priority. While
 capped, one probe at a time asks for one more line: a probe that gets data raises the cap by one and the next
 probe follows at once (freed lines are won back one round trip each); a probe that gets 101 backs off
-exponentially (capped at `probe_cap_s`, so freed lines are noticed within about that long). Never a burst.
+exponentially (capped at `probe_cap_s` = 15 s, so freed lines are noticed within ~18 s). Never a burst.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from v6_positions.ib.session import Backoff
 
 # Freed lines must be found again within ~30 s: the longest wait between two probes (plus jitter) stays below.
 PROBE_BASE_S = 1.0
-PROBE_CAP_S = 20.0
+PROBE_CAP_S = 15.0
 
 
 @dataclass(slots=True)

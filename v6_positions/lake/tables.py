@@ -144,6 +144,8 @@ def ensure_table(root_uri: str, name: str, storage_options: dict[str, str] | Non
         if table is None:
             raise
         return table
+    except OSError as exc:  # storage refused the write: credentials, permissions, `conditional_put` off
+        raise LakeSchemaError(spec.name, uri, f"cannot be created: {exc}") from exc
 
 
 def table_version(root_uri: str, name: str, storage_options: dict[str, str] | None = None) -> int:

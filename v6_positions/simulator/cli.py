@@ -9,7 +9,7 @@ import signal
 
 from v6_positions.simulator.book import Book, BookError, load_book
 from v6_positions.simulator.control import ControlServer
-from v6_positions.simulator.server import GatewaySimulator
+from v6_positions.simulator.server import QUOTE_LATENCY, GatewaySimulator
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds a closed socket keeps its clientId and lines, as a gateway dropping a dead socket "
         "late (default 0)",
     )
+    parser.add_argument(
+        "--quote-latency",
+        type=_latency,
+        default=QUOTE_LATENCY,
+        metavar="MIN,MAX",
+        help="seconds from reqMktData to the first ticks, seeded uniform in [MIN, MAX] "
+        f"(default {QUOTE_LATENCY[0]},{QUOTE_LATENCY[1]}, as IB; 0,0 = at once)",
+    )
     parser.set_defaults(handler=run_simulate)
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--quote-latency: expected MIN,MAX seconds, got {text!r}") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"--quote-latency: need 0 <= MIN <= MAX, got {text!r}")
+    return low, high
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -78,6 +96,7 @@ async def _serve(args: argparse.Namespace, book: Book) -> int:
         seed=args.seed,
         tick_interval=args.tick_interval,
         client_id_linger=args.client_id_linger,
+        quote_latency=args.quote_latency,
     )
     async with sim, ControlServer(sim, "127.0.0.1", args.control_port) as control:
         print(f"listening on {args.host}:{sim.port}", flush=True)

@@ -11,6 +11,7 @@ POST /client-id-linger {"seconds": S}         -> a dead socket keeps its clientI
 POST /hold-client-id {"client_id": N, "seconds": S} -> clientId N in use (326) for S seconds, no socket
 POST /competing-session {"active": bool}      -> 10197 to every stream and no ticks, until false
 POST /quirks        {"conid", "one_sided"?, "stale_last"?, "data_warning"?, "missing_greeks"?}
+POST /quote-latency {"min": S, "max": S}     -> first ticks come uniform [min, max] s after reqMktData
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ class ControlServer:
                     "data_warning": quirks.data_warning,
                     "missing_greeks": sorted(quirks.missing_greeks),
                 }
+            if path == "/quote-latency":
+                low, high = _number(body, "min"), _number(body, "max")
+                await sim.set_quote_latency(low, high)
+                return {"quote_latency": [low, high]}
         except KeyError as exc:
             raise HttpError(400, f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -194,6 +199,7 @@ _POST_PATHS = {
     "/hold-client-id",
     "/competing-session",
     "/quirks",
+    "/quote-latency",
 }
 
 

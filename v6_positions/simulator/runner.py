@@ -160,3 +160,8 @@ class SimulatorThread:
         """one_sided, stale_last, data_warning (10090/10091/None), missing_greeks (list of names)."""
         assert self.sim is not None
         return self._call(self.sim.set_quirks(conid, **fields))
+
+    def set_quote_latency(self, low: float, high: float) -> None:
+        """First ticks of each new subscription come a seeded uniform [low, high] s after reqMktData."""
+        assert self.sim is not None
+        self._call(self.sim.set_quote_latency(low, high))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from typing import Any
 
@@ -41,6 +42,12 @@ log = logging.getLogger(__name__)
 MAX_CLIENTS = 32
 _PLAIN = Quirks()
 PACING_LIMIT = 50  # messages per second per client, IB's documented limit
+# IB drops a client that keeps flooding; here: more violations than this within one second.
+PACING_DISCONNECT_AFTER = 100
+# IB's first ticks arrive ~100-300 ms after reqMktData (the farm looks the contract up and snapshots it):
+# the `simulate` command's default. The class defaults to at-once quotes, which older tests were written for.
+QUOTE_LATENCY = (0.1, 0.3)
+NO_LATENCY = (0.0, 0.0)
 STARTING_CASH = 1_000_000.0
 
 
@@ -60,7 +67,9 @@ class GatewaySimulator:
         snapshot_delay: float = 0.2,
         max_clients: int = MAX_CLIENTS,
         pacing_limit: int = PACING_LIMIT,
+        pacing_disconnect_after: int = PACING_DISCONNECT_AFTER,
         client_id_linger: float = 0.0,
+        quote_latency: tuple[float, float] = NO_LATENCY,
     ) -> None:
         self.book = book
         self.host = host
@@ -71,6 +80,9 @@ class GatewaySimulator:
         self.snapshot_delay = snapshot_delay
         self.max_clients = max_clients
         self.pacing_limit = pacing_limit
+        self.pacing_disconnect_after = pacing_disconnect_after
+        self.quote_latency = _check_latency(*quote_latency)
+        self._latency_rng = random.Random(f"{seed}:quote-latency")
         self.client_id_linger = client_id_linger  # seconds a dead socket keeps its clientId and lines
         self.external_lines = 0  # lines held outside the API (TWS watchlists, the phone app)
         self.lingering: dict[int, ClientSession] = {}  # clientId -> closed session the gateway still holds
@@ -331,15 +343,38 @@ class GatewaySimulator:
             session.send_error(req_id, quirks.data_warning)  # a warning: the rest of the data still comes
         if self.competing_session:
             session.send_error(req_id, 10197)
+            sub.quoting = True  # the tick loop resumes it when the session ends
+            if snapshot:
+                asyncio.get_running_loop().call_later(self.snapshot_delay, self._end_snapshot, session, sub)
+            return
+        session.send(protocol.tick_req_params(req_id, 0.01, "9c0001", 3))
+        low, high = self.quote_latency
+        delay = self._latency_rng.uniform(low, high) if high > 0 else 0.0
+        if delay <= 0:
+            self._first_quote(session, sub)
         else:
-            quote = self.market.quote(contract)
-            messages = [
-                protocol.tick_req_params(req_id, 0.01, "9c0001", 3),
-                *self._tick_messages(req_id, contract, quote, initial=True),
-            ]
-            session.send_many(messages, ticks=len(messages) - 1)
-        if snapshot:
-            asyncio.get_running_loop().call_later(self.snapshot_delay, self._end_snapshot, session, sub)
+            asyncio.get_running_loop().call_later(delay, self._first_quote, session, sub)
+
+    def _first_quote(self, session: ClientSession, sub: Subscription) -> None:
+        """The first ticks of a subscription, once its quote latency has passed (if it is still open)."""
+        if session.closed or session.mkt.get(sub.req_id) is not sub:
+            return  # cancelled (or the client left) before the quote came: nothing is sent, as at IB
+        latency = time.monotonic() - sub.started_at
+        if not self.competing_session:
+            messages = self._tick_messages(
+                sub.req_id, sub.contract, self.market.quote(sub.contract), initial=True
+            )
+            session.send_many(messages, ticks=len(messages))
+            self.counters.note_first_quote(latency)
+        sub.quoting = True
+        if sub.snapshot:
+            remaining = max(0.0, self.snapshot_delay - latency)
+            asyncio.get_running_loop().call_later(remaining, self._end_snapshot, session, sub)
+
+    async def set_quote_latency(self, low: float, high: float) -> None:
+        """First ticks of each new subscription come a seeded uniform [low, high] seconds after reqMktData."""
+        self.quote_latency = _check_latency(low, high)
+        log.info("quote latency %.3f..%.3fs", low, high)
 
     def _end_snapshot(self, session: ClientSession, sub: Subscription) -> None:
         if session.mkt.get(sub.req_id) is sub:
@@ -419,7 +454,7 @@ class GatewaySimulator:
     def _push_ticks(self, session: ClientSession) -> None:
         messages: list[list[object]] = []
         for sub in session.mkt.values():
-            if not sub.snapshot:
+            if sub.quoting and not sub.snapshot:
                 messages.extend(
                     self._tick_messages(
                         sub.req_id, sub.contract, self.market.quote(sub.contract), initial=False
@@ -658,6 +693,7 @@ class GatewaySimulator:
         self.counters.reset(self.lines_in_use())
         for session in self.sessions:
             session.pacing_violations = 0
+            session.peak_rate = 0
             session.messages_received = 0
             session.errors.clear()
 
@@ -698,8 +734,16 @@ class GatewaySimulator:
                 if deadline > now
             },
             "client_id_linger": self.client_id_linger,
+            "quote_latency": list(self.quote_latency),
+            "pacing_limit": self.pacing_limit,
             "competing_session": self.competing_session,
             "positions": len(self.book.positions),
             "market_steps": self.market.steps,
         }
         return out
+
+
+def _check_latency(low: float, high: float) -> tuple[float, float]:
+    if not 0 <= low <= high:
+        raise ValueError(f"quote latency must satisfy 0 <= min <= max, got min={low} max={high}")
+    return float(low), float(high)

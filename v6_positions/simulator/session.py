@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,8 @@ class Subscription:
     contract: BookContract
     snapshot: bool
     started_at: float = field(default_factory=time.monotonic)
+    # False until the first quote went out (quote latency): the tick loop leaves it alone until then
+    quoting: bool = False
 
 
 class ClientSession:
@@ -50,6 +52,9 @@ class ClientSession:
         self.errors: Counter[int] = Counter()  # error code -> times sent on this connection
         self.messages_received = 0
         self.pacing_violations = 0
+        self.peak_rate = 0  # most messages received within any one second
+        self._recent: deque[float] = deque()  # receive times within the last second
+        self._recent_violations: deque[float] = deque()
         self._tokens = float(sim.pacing_limit)
         self._last_refill = time.monotonic()
         self.closed = False
@@ -91,6 +96,13 @@ class ClientSession:
         a client that paces itself at 45/s (ib_async) must not trip it when its bursts arrive slightly
         bunched by network or scheduling delays."""
         now = time.monotonic()
+        recent = self._recent
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) > self.peak_rate:
+            self.peak_rate = len(recent)
+            self.sim.counters.note_rate(self.client_id, self.peak_rate)
         limit = self.sim.pacing_limit
         self._tokens = min(float(limit), self._tokens + (now - self._last_refill) * limit)
         self._last_refill = now
@@ -169,7 +181,29 @@ class ClientSession:
                 self.pacing_violations += 1
                 self.sim.counters.pacing_violations += 1
                 self.send_error(-1, 100, f"{protocol.ERROR_TEXTS[100]}:max={self.sim.pacing_limit} (1)")
+                if self._keeps_flooding():
+                    self.sim.counters.pacing_disconnects += 1
+                    log.warning(
+                        "client %s (%s) keeps exceeding %d messages/s; dropping it, as IB does",
+                        self.client_id,
+                        self.peer,
+                        self.sim.pacing_limit,
+                    )
+                    return
             dispatcher.dispatch(self, fields)
+
+    def _keeps_flooding(self) -> bool:
+        """IB answers each message over the rate with 100 and drops a client that keeps it up: here, more
+        than `pacing_disconnect_after` violations within one second (0 = never drop)."""
+        limit = self.sim.pacing_disconnect_after
+        if limit <= 0:
+            return False
+        now = time.monotonic()
+        recent = self._recent_violations
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        return len(recent) > limit
 
     def info(self) -> dict[str, object]:
         return {
@@ -183,6 +217,7 @@ class ClientSession:
             "account_updates": self.sim.account_updates_holder is self,
             "messages_received": self.messages_received,
             "pacing_violations": self.pacing_violations,
+            "peak_messages_per_s": self.peak_rate,
             "errors": {str(code): n for code, n in sorted(self.errors.items())},
             "connected_at": self.connected_at,
         }

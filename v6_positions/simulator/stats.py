@@ -11,6 +11,10 @@ class SimStats:
     errors: Counter[int] = field(default_factory=Counter)  # error code -> times sent to any client
     orders_received: int = 0
     pacing_violations: int = 0
+    pacing_disconnects: int = 0  # clients dropped for flooding past the rate
+    first_quotes: int = 0  # subscriptions whose first quote went out
+    first_quote_latency_total: float = 0.0  # seconds, summed over first_quotes
+    first_quote_latency_max: float = 0.0
     messages_received: int = 0
     messages_sent: int = 0
     tick_messages_sent: int = 0
@@ -25,6 +29,16 @@ class SimStats:
     errors_by_client: dict[int, Counter[int]] = field(default_factory=dict)
     account_updates_requests_by_client: Counter[int] = field(default_factory=Counter)
     pnl_single_requests_by_client: Counter[int] = field(default_factory=Counter)
+    peak_rate_by_client: dict[int, int] = field(default_factory=dict)  # most messages in any 1 s window
+
+    def note_rate(self, client_id: int | None, rate: int) -> None:
+        if client_id is not None and rate > self.peak_rate_by_client.get(client_id, 0):
+            self.peak_rate_by_client[client_id] = rate
+
+    def note_first_quote(self, latency: float) -> None:
+        self.first_quotes += 1
+        self.first_quote_latency_total += latency
+        self.first_quote_latency_max = max(self.first_quote_latency_max, latency)
 
     def note_error(self, client_id: int | None, code: int) -> None:
         self.errors[code] += 1
@@ -41,6 +55,12 @@ class SimStats:
             "errors": {str(code): n for code, n in sorted(self.errors.items())},
             "orders_received": self.orders_received,
             "pacing_violations": self.pacing_violations,
+            "pacing_disconnects": self.pacing_disconnects,
+            "first_quotes": self.first_quotes,
+            "first_quote_latency_mean_ms": round(1000 * self.first_quote_latency_total / self.first_quotes, 1)
+            if self.first_quotes
+            else None,
+            "first_quote_latency_max_ms": round(1000 * self.first_quote_latency_max, 1),
             "messages_received": self.messages_received,
             "messages_sent": self.messages_sent,
             "tick_messages_sent": self.tick_messages_sent,
@@ -57,6 +77,7 @@ class SimStats:
             },
             "account_updates_requests_by_client": _by_client(self.account_updates_requests_by_client),
             "pnl_single_requests_by_client": _by_client(self.pnl_single_requests_by_client),
+            "peak_rate_by_client": {str(cid): n for cid, n in sorted(self.peak_rate_by_client.items())},
         }
 
 

@@ -38,7 +38,7 @@ def stream_worker(
         "V6_FLUSH_INTERVAL_S": str(flush_interval_s),
     }
     worker = subprocess.Popen(
-        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/h5worker.log", "ab")
     )
     try:
         yield worker

@@ -2,7 +2,9 @@
 
 Each process: 500 upserts (the first 20 one by one, the rest in chunks) plus marks of the keys only it owns.
 Keys 251..500 are upserted by BOTH processes (never marked), so concurrent MERGEs really collide.
-Runs on a local directory and on an S3 API (whose conditional puts make concurrent commits safe).
+Runs on a local directory and on an S3 API (whose conditional puts make concurrent commits safe). On S3 the
+same keys come in fewer, larger commits: every MERGE reads each file of the (uncompacted) queue with
+ranged GETs, so 100 commits per worker would take minutes on the test server.
 Run as a script, this file is the worker.
 """
 
@@ -21,9 +23,9 @@ from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.tables import read_table
 
 OPS_PER_PROCESS = 500
-SINGLE_INSERTS = 20
-CHUNK = 25
 WORKERS = 2
+# (upserts one by one, then chunk size) per storage
+WORKLOAD = {"local": (20, 25), "s3": (6, 125)}
 
 
 def conids_of(worker: int) -> range:
@@ -51,18 +53,25 @@ def start_together(barrier: Path, worker: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-def run_worker(root: str, options: dict[str, str] | None, worker: int, barrier: Path) -> None:
+def run_worker(
+    root: str,
+    options: dict[str, str] | None,
+    worker: int,
+    barrier: Path,
+    single_inserts: int,
+    chunk_size: int,
+) -> None:
     queue = PositionQueue(root, options)
     queue.version()  # open the table before the race starts
     conids = list(conids_of(worker))
     assert len(conids) == OPS_PER_PROCESS
     start_together(barrier, worker)
-    for conid in conids[:SINGLE_INSERTS]:
+    for conid in conids[:single_inserts]:
         queue.insert(conid, "SPY", account="DU1", position=float(worker + 1))
         _mark_owned(queue, [conid])
-    rest = conids[SINGLE_INSERTS:]
-    for start in range(0, len(rest), CHUNK):
-        chunk = rest[start : start + CHUNK]
+    rest = conids[single_inserts:]
+    for start in range(0, len(rest), chunk_size):
+        chunk = rest[start : start + chunk_size]
         queue.insert_many(
             QueueItem(account="DU1", conid=c, symbol="SPY", position=float(worker + 1)) for c in chunk
         )
@@ -86,7 +95,8 @@ def test_two_processes_lose_nothing_and_duplicate_nothing(lake: Lake, tmp_path: 
     barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, root, json.dumps(options), str(worker), str(barrier)],
+            [sys.executable, __file__, root, json.dumps(options), str(worker), str(barrier)]
+            + [str(n) for n in WORKLOAD[lake.storage]],
             stderr=subprocess.PIPE,
         )
         for worker in range(WORKERS)
@@ -112,4 +122,7 @@ def test_two_processes_lose_nothing_and_duplicate_nothing(lake: Lake, tmp_path: 
 
 
 if __name__ == "__main__":
-    run_worker(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    root_arg, options_arg, worker_arg, barrier_arg, single_arg, chunk_arg = sys.argv[1:7]
+    run_worker(
+        root_arg, json.loads(options_arg), int(worker_arg), Path(barrier_arg), int(single_arg), int(chunk_arg)
+    )

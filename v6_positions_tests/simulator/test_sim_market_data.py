@@ -169,7 +169,8 @@ def test_a_snapshot_holds_its_line_until_tick_snapshot_end() -> None:
                 snapshot = ib.reqMktData(first, "", True, False)
                 refused = ib.reqMktData(second)  # sent while the snapshot still holds the only line
                 await wait_until(lambda: any(code == 101 for _, code, _ in errors))
-                assert snapshot.bid > 0  # its ticks came first; the 101 proves it held the only line
+                await wait_until(lambda: snapshot.bid > 0)  # its ticks come after the quote latency
+                assert sim.stats()["lines_in_use"] == 1  # ... and it held the only line meanwhile
                 await wait_until(lambda: sim.stats()["lines_in_use"] == 0)  # tickSnapshotEnd freed it
                 assert refused.bid != refused.bid  # NaN: the refused stream got no data
                 ib.cancelMktData(second)

@@ -1,0 +1,180 @@
+"""LineRotator: applies a RotationScheduler's decisions to an ib_async connection.
+
+It owns the market-data lines of the legs it is given: subscribes and cancels as the scheduler says, tells it
+when a leg's quote is usable, turns IB's 101 into "no line held, budget capped at what we hold", and hands
+every usable quote to `on_quote(conid, ticker)` (where the streamer writes its row).
+
+A quote is usable when the ticker has a two-sided bid/ask or IB's model price (a one-sided wing) — with the
+option's model greeks, or after `greeks_grace_s` without them. ib_async keeps one Ticker per contract across
+cancel and resubscribe, values included, so each subscribe clears the ticker's prices first: a rotation is
+never satisfied by the quote of its previous visit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ib_async import Contract, Ticker
+
+from v6_positions.ib.errors import MAX_TICKERS, PACING, SUBSCRIPTION_REJECTED
+from v6_positions.ib.rotation import Action, RotationScheduler
+from v6_positions.ib.values import clean_price, price_with_source
+
+log = logging.getLogger(__name__)
+
+QuoteCallback = Callable[[int, Ticker], None]
+
+
+class LineRotator:
+    def __init__(
+        self,
+        ib: Any,  # ib_async.IB (typed loosely: tests and benches pass the real one)
+        scheduler: RotationScheduler,
+        on_quote: QuoteCallback | None = None,
+        *,
+        generic_ticks: str = "",
+        greeks_grace_s: float = 0.5,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self.ib = ib
+        self.scheduler = scheduler
+        self.on_quote = on_quote
+        self.generic_ticks = generic_ticks
+        self.greeks_grace_s = greeks_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.contracts: dict[int, Contract] = {}
+        self.errors: Counter[int] = Counter()  # IB codes seen on our subscriptions
+        self.quotes = 0
+        self._tickers: dict[int, Ticker] = {}
+        self._subscribed_at: dict[int, float] = {}  # conid -> monotonic time of its current subscribe
+        self._priced_at: dict[int, float] = {}  # conid -> when a price (without greeks) was first seen
+        self._wake = asyncio.Event()
+        self._stopped = False
+
+    # ---- inputs -----------------------------------------------------------------------------------------
+    def set_legs(self, contracts: Mapping[int, Contract], scores: Mapping[int, float]) -> None:
+        """The active legs this rotator keeps fresh (conid -> contract with conId and exchange set)."""
+        self.contracts = dict(contracts)
+        self.scheduler.set_legs({conid: scores.get(conid, 0.0) for conid in contracts})
+        self._wake.set()
+
+    def set_budget(self, lines: int) -> None:
+        self.scheduler.set_budget(lines)
+        self._wake.set()
+
+    def attach(self) -> None:
+        self.ib.pendingTickersEvent += self._on_tickers
+        self.ib.errorEvent += self._on_error
+
+    def detach(self) -> None:
+        self.ib.pendingTickersEvent -= self._on_tickers
+        self.ib.errorEvent -= self._on_error
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll the scheduler and apply its actions until `stop()`; attach/detach around it."""
+        self.attach()
+        try:
+            while not self._stopped:
+                self.apply(self.scheduler.poll())
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                except TimeoutError:
+                    pass
+        finally:
+            self.detach()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if action.kind == "subscribe":
+                self._subscribe(action.conid)
+            else:
+                self._cancel(action.conid)
+
+    def _subscribe(self, conid: int) -> None:
+        contract = self.contracts.get(conid)
+        if contract is None:  # left between poll and apply: nothing to hold
+            self.scheduler.on_refused(conid)
+            return
+        ticker = self.ib.reqMktData(contract, self.generic_ticks, False, False, [])
+        _clear_quote(ticker)
+        self._tickers[conid] = ticker
+        self._subscribed_at[conid] = time.monotonic()
+        self._priced_at.pop(conid, None)
+
+    def _cancel(self, conid: int) -> None:
+        self._subscribed_at.pop(conid, None)
+        self._priced_at.pop(conid, None)
+        ticker = self._tickers.pop(conid, None)
+        if ticker is not None:
+            self.ib.cancelMktData(ticker.contract)
+
+    # ---- IB's answers -----------------------------------------------------------------------------------
+    def _on_tickers(self, tickers: set[Ticker]) -> None:
+        woke = False
+        for ticker in tickers:
+            conid = ticker.contract.conId if ticker.contract else 0
+            if conid not in self._subscribed_at or self._tickers.get(conid) is not ticker:
+                continue
+            if self._usable(conid, ticker):
+                self.quotes += 1
+                if self.on_quote is not None:
+                    self.on_quote(conid, ticker)
+                self.scheduler.on_quote(conid)
+                woke = True
+        if woke:
+            self._wake.set()  # a rotating line is free: give it to the next leg now, not at the next poll
+
+    def _usable(self, conid: int, ticker: Ticker) -> bool:
+        model = ticker.modelGreeks
+        _, source = price_with_source(
+            clean_price(ticker.bid),
+            clean_price(ticker.ask),
+            None,
+            None,
+            clean_price(model.optPrice) if model is not None else None,
+        )
+        if source is None:
+            return False
+        if model is not None or ticker.contract.secType not in ("OPT", "FOP"):
+            return True
+        first = self._priced_at.setdefault(conid, time.monotonic())
+        return time.monotonic() - first >= self.greeks_grace_s
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
+        conid = contract.conId if contract is not None else 0
+        if code in PACING:
+            self.errors[code] += 1
+            log.warning("IB says we exceed its message rate (100): %s", message)
+            return
+        if conid not in self._subscribed_at:
+            return
+        if code in MAX_TICKERS or code in SUBSCRIPTION_REJECTED:
+            self.errors[code] += 1
+            self._subscribed_at.pop(conid, None)
+            ticker = self._tickers.pop(conid, None)
+            if ticker is not None:  # IB holds no line: forget the reqId without a cancel message to IB
+                self.ib.wrapper.endTicker(ticker, "mktData")
+            self.scheduler.on_refused(conid)
+            if code in MAX_TICKERS:  # the account is full now: hold what we have, no more
+                self.scheduler.set_budget(self.scheduler.lines_held())
+            self._wake.set()
+
+
+def _clear_quote(ticker: Ticker) -> None:
+    """Forget the previous visit's quote (ib_async reuses the Ticker of a contract)."""
+    nan = math.nan
+    ticker.bid = ticker.ask = ticker.last = nan
+    ticker.bidSize = ticker.askSize = ticker.lastSize = nan
+    ticker.modelGreeks = ticker.bidGreeks = ticker.askGreeks = ticker.lastGreeks = None

@@ -1,0 +1,109 @@
+"""PositionQueue for the clean-up and the O(new rows) sensor: due, remove, closed_or_expired, changes."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from lake_helpers import Lake
+
+from v6_positions.lake.queue import PositionQueue, QueueItem
+from v6_positions.lake.schemas import POSITION_QUEUE
+from v6_positions.lake.tables import conform, ensure_table
+
+
+def _queue(lake: Lake, **kwargs: object) -> PositionQueue:
+    return PositionQueue(lake.root, lake.options, **kwargs)
+
+
+def _items(conids: range, **fields: object) -> list[QueueItem]:
+    return [QueueItem(account="A", conid=c, symbol="SPY", **fields) for c in conids]
+
+
+def test_due_returns_pending_and_retryable_rows_most_urgent_first(lake: Lake) -> None:
+    queue = _queue(lake, max_attempts=1)
+    assert queue.due() == []
+    for conid, priority in ((10, 2), (11, 1), (12, 2), (13, 0), (14, 1), (15, 2), (16, 2)):
+        queue.insert(conid, "SPY", priority, account="A")
+    queue.mark_done([("A", 15)])
+    queue.mark_failed([("A", 16)], "no data")  # attempts 1 = max_attempts: no longer due
+    queue.mark_failed([("A", 12)], "no data")
+    queue.insert(12, "SPY", account="A")  # re-queued while failed: stays in its wait, due again
+    assert [i.conid for i in queue.due()] == [13, 11, 14, 10, 12]
+    assert [i.conid for i in queue.due(2)] == [13, 11]
+    assert queue.due(0) == []
+    assert queue.pending_count() == 5
+    assert all(isinstance(item, QueueItem) and item.symbol == "SPY" for item in queue.due())
+    with pytest.raises(ValueError, match="limit=-1"):
+        queue.due(-1)
+
+
+def test_closed_or_expired_and_remove(lake: Lake) -> None:
+    queue = _queue(lake)
+    queue.insert_many(
+        [
+            QueueItem(account="A", conid=1, symbol="SPY", expiry="20260619", position=1.0),  # expired
+            QueueItem(
+                account="A", conid=2, symbol="SPY", expiry="20260620", position=0.0
+            ),  # closed, not done
+            QueueItem(account="A", conid=3, symbol="SPY", expiry="20261218", position=0.0),  # closed and done
+            QueueItem(
+                account="A", conid=4, symbol="SPY", expiry="20261218", position=2.0
+            ),  # done, still held
+            QueueItem(account="A", conid=5, symbol="SPY", position=None),  # nothing known: kept
+            QueueItem(account="B", conid=1, symbol="SPY", expiry="20260620", position=1.0),  # expires today
+        ]
+    )
+    queue.mark_done([("A", 3), ("A", 4), ("A", 5)])
+    today = date(2026, 6, 20)
+    assert queue.closed_or_expired(today) == [("A", 1), ("A", 3)]
+    assert queue.remove([("A", 1), ("A", 3), ("A", 99)]) == 2
+    assert queue.keys() == [("A", 2), ("A", 4), ("A", 5), ("B", 1)]
+    assert queue.closed_or_expired(today) == []
+    assert queue.remove([]) == 0
+    assert PositionQueue(f"{lake.root}/empty", lake.options).remove([("A", 2)]) == 0
+
+
+def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) -> None:
+    queue = _queue(lake)
+    version, rows = queue.changes_since(-1)
+    assert version == -1 and rows.is_empty()
+    queue.insert_many(_items(range(1, 101), position=1.0))
+    version, everything = queue.changes_since(-1)
+    assert version == queue.version() and everything.height == 100
+    assert everything.schema == POSITION_QUEUE.polars_schema
+
+    queue.insert_many(_items(range(100, 103), position=2.0))  # one update (100), two new keys
+    queue.mark_done([("A", 5)])
+    queue.remove([("A", 7), ("A", 101)])  # a removed key is not a change to report
+    cursor, changed = queue.changes_since(version)
+    assert cursor == queue.version()
+    assert changed["conid"].to_list() == [5, 100, 102]
+    row = {r["conid"]: r for r in changed.iter_rows(named=True)}
+    assert (row[5]["status"], row[100]["position"], row[102]["status"]) == ("done", 2.0, "pending")
+    again, nothing = queue.changes_since(cursor)
+    assert again == cursor and nothing.is_empty() and nothing.schema == POSITION_QUEUE.polars_schema
+    with pytest.raises(ValueError, match="version=-2"):
+        queue.changes_since(-2)
+
+
+def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> None:
+    # A queue table from before this version: no change data feed property.
+    table = ensure_table(lake.root, "position_queue", lake.options)
+    assert "delta.enableChangeDataFeed" not in table.metadata().configuration
+    old = PositionQueue(lake.root, lake.options)
+    old_rows = pl.DataFrame(
+        {"account": ["A", "A"], "conid": [1, 2], "symbol": ["SPY", "SPY"], "status": ["pending"] * 2}
+    )
+    conform(old_rows, POSITION_QUEUE).write_delta(table, mode="append")
+    cursor_from_before = 0  # saw the empty table; version 1 (rows 1, 2) predates the feed
+    old.insert(3, "SPY", account="A")  # the first use turns the feed on
+    table = DeltaTable(lake.uri("position_queue"), storage_options=lake.options)
+    assert table.metadata().configuration["delta.enableChangeDataFeed"] == "true"
+    version, rows = old.changes_since(cursor_from_before)  # predates the feed: one full read
+    assert version == old.version() and rows["conid"].to_list() == [1, 2, 3]
+    assert old.changes_since(1)[1]["conid"].to_list() == [3]  # from the version that turned it on: the feed
+    old.insert(4, "SPY", account="A")
+    assert old.changes_since(version)[1]["conid"].to_list() == [4]
