@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean browser
+.PHONY: install test lint bench clean browser postgres
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,7 +23,16 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: lint browser
+# The Dagster tests run on PostgreSQL too: a throwaway cluster the test session starts from Debian's server
+# binaries (initdb, postgres) on a free port; install them when they are missing (the package's own
+# default cluster is not used).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; }
+
+test: lint browser postgres
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

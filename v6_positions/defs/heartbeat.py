@@ -54,11 +54,11 @@ _UNFINISHED = (
     dg.DagsterRunStatus.SUSPENDED,
 )
 _FINISHED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.SUCCESS)
-# Bounded work per sensor tick, whatever the run history: more unfinished stream runs of one gateway than
-# this would already be a bug, and holders older than the release timeout are let go without reading them.
+# Bounded work per sensor tick, whatever the run history: at most this many run records per query (more
+# unfinished stream runs of one gateway would already be a bug; finished ones are read newest first).
 _MAX_RUNS_READ = 25
-# Finished runs older than this are not read for holders: a process fenced a day ago and still alive is
-# an operator's problem, reported by the lines check, not a reason to stop supervising.
+# Finished runs older than this are not read for holders: a process judged dead a day ago and still alive
+# is an operator's problem (the sensor logged it on every tick meanwhile), not a reason to stop forever.
 _HOLDER_HORIZON_S = 86_400.0
 
 

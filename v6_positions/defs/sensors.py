@@ -19,6 +19,7 @@ from v6_positions.defs.heartbeat import (
     StreamRunState,
     gateway_holders,
     judge_stream_runs,
+    mark_released,
 )
 from v6_positions.defs.resources import IBResource, StreamSupervision
 
@@ -91,6 +92,8 @@ def _mark_dead(context: dg.SensorEvaluationContext, state: StreamRunState, now: 
     )
     context.log.warning(message)
     context.instance.report_run_failed(run, message=message)
+    if state.status == dg.DagsterRunStatus.SUSPENDED:
+        mark_released(context.instance, run.run_id)  # no worker holds it, by the status's definition
 
 
 def _recently_failed(

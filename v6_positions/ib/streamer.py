@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +46,10 @@ from v6_positions.lake.registry import StrategyRegistry
 
 log = logging.getLogger(__name__)
 
-# A new stream that got neither data nor an error this long after its request is taken as held (IB answers a
-# 101 at once; a contract outside its trading hours may send nothing for a while).
+# A new stream that got neither IB's acceptance nor an error this long after its request is taken as held.
 CONFIRM_TIMEOUT_S = 5.0
+# How often unconfirmed new streams are checked for IB's acceptance (tickReqParams), only while there are any.
+CONFIRM_POLL_S = 0.01
 
 
 class StreamStopped(RuntimeError):
@@ -161,6 +163,7 @@ class PositionStreamer:
         self._registry_stale = False  # the last registry read failed: re-read on the next poll
         self._registry_invalid: list[object] = []  # rows breaking the table's contract: skipped, reported
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._awaiting_confirmation = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self.fatal_error: str | None = None
         self._wire_events()
@@ -177,6 +180,7 @@ class PositionStreamer:
             self._registry_loop(stop),
             self._queue_loop(stop),
             self.valuations.run(stop),
+            self._confirm_loop(stop),
         ]
         tasks = [asyncio.ensure_future(coro) for coro in loops]
         try:
@@ -405,6 +409,8 @@ class PositionStreamer:
                 self._stream_keys.setdefault(key[1], []).append(key)
         self._log_report_changes(plan.reports)
         self._schedule_wake()
+        if self.subs.unconfirmed:
+            self._awaiting_confirmation.set()
 
     def _confirm_overdue(self) -> None:
         """A new stream silent past the confirm timeout holds its line (IB's 101 would have come at once)."""
@@ -413,6 +419,19 @@ class PositionStreamer:
             requested = self.subs.requested_at(conid)
             if requested is not None and now - requested >= self.confirm_timeout_s:
                 self._confirmed(conid)
+
+    async def _confirm_loop(self, stop: asyncio.Event) -> None:
+        """IB accepts a reqMktData with tickReqParams at once (ib_async sets `ticker.minTick`, no event),
+        while the first quote may take a while: accepting on it keeps one-at-a-time subscription fast."""
+        while not stop.is_set():
+            await self._awaiting_confirmation.wait()
+            self._awaiting_confirmation.clear()
+            while self.subs.unconfirmed and not stop.is_set():
+                for conid in self.subs.unconfirmed:
+                    ticker = self.subs.ticker(conid)
+                    if ticker is not None and _accepted(ticker):
+                        self._confirmed(conid)
+                await asyncio.sleep(CONFIRM_POLL_S)
 
     def _confirmed(self, conid: int) -> None:
         if self.subs.confirm(conid):
@@ -440,7 +459,10 @@ class PositionStreamer:
         current = {(r.conid, r.kind): r for r in reports}
         for key, report in current.items():
             if key not in self._reports:
-                level = logging.INFO if report.kind == "leg_not_held" else logging.WARNING
+                # While IB caps the lines, the probed leg flips between streamed and unfit on every probe: the
+                # 101 itself was logged as a warning already.
+                quiet = report.kind == "leg_not_held" or (report.kind == "over_budget" and self.lines.capped)
+                level = logging.INFO if quiet else logging.WARNING
                 log.log(level, "routing report: conid=%s %s: %s", report.conid, report.kind, report.detail)
         for key in self._reports.keys() - current.keys():
             log.info("routing report cleared: conid=%s %s", key[0], key[1])
@@ -671,6 +693,12 @@ class PositionStreamer:
     def _holding_for(self, conid: int) -> Holding | None:
         found = self._holdings_for(conid)
         return found[0] if found else None
+
+
+def _accepted(ticker: Ticker) -> bool:
+    """IB answered the request with its tick parameters or data: the line is held."""
+    min_tick = ticker.minTick
+    return (min_tick is not None and not math.isnan(min_tick)) or ticker.time is not None
 
 
 def stream_contract(contract: Contract) -> Contract:

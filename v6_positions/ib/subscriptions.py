@@ -82,6 +82,10 @@ class SubscriptionRegistry:
         sub.confirmed = True
         return True
 
+    def ticker(self, conid: int) -> Ticker | None:
+        sub = self._subs.get(conid)
+        return sub.ticker if sub is not None else None
+
     def requested_at(self, conid: int) -> float | None:
         sub = self._subs.get(conid)
         return sub.requested_at if sub is not None and sub.live else None

@@ -117,7 +117,7 @@ class PositionsBook:
             return 0
         source = _with_age(newest_per_contract(history), datetime.now(UTC))
 
-        def merge() -> int:
+        def merge() -> tuple[int, DeltaTable]:
             table = self._table()
             metrics = (
                 table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
@@ -125,15 +125,15 @@ class PositionsBook:
                 .when_not_matched_insert_all()
                 .execute()
             )
-            return int(metrics["num_target_rows_inserted"]) + int(metrics["num_target_rows_updated"])
+            changed = int(metrics["num_target_rows_inserted"]) + int(metrics["num_target_rows_updated"])
+            return changed, table  # the merge left `table` at its own commit: no reload to look at files
 
-        changed = retry_on_conflict(merge, what=f"positions merge of {source.height} rows")
+        changed, table = retry_on_conflict(merge, what=f"positions merge of {source.height} rows")
         self.merges += 1
-        self._compact_if_fragmented()
+        self._compact_if_fragmented(table)
         return changed
 
-    def _compact_if_fragmented(self) -> None:
-        table = self._table()
+    def _compact_if_fragmented(self, table: DeltaTable) -> None:
         if len(table.file_uris()) <= COMPACT_ABOVE_FILES:
             return
         try:  # best effort: a concurrent merge may win the race; the next merge tries again

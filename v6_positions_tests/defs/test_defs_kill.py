@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +38,7 @@ def stream_worker(
         "V6_FLUSH_INTERVAL_S": str(flush_interval_s),
     }
     worker = subprocess.Popen(
-        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/h5worker.log", "ab")
+        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         yield worker
@@ -58,21 +58,23 @@ def streaming_run(
 
 def freeze(worker: subprocess.Popen, instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
     """SIGSTOP the worker, at a moment it holds no lock of the instance's SQLite files (else the supervisor
-    could not write either, which is not the case under test): retried until a probe write goes through."""
+    could not write either, which is not the case under test): retried until the probe writes go through."""
+    probe = instance.add_run(dg.DagsterRun(job_name="v6_test_probe", run_id=str(uuid.uuid4())))
     for _ in range(10):
         worker.send_signal(signal.SIGSTOP)
         try:
-            probe_writes(instance, run)
+            probe_writes(instance, run, probe)
             return
         except Exception:  # noqa: BLE001 - frozen inside a transaction: let it finish and try again
             worker.send_signal(signal.SIGCONT)
-            probe_writes(instance, run)  # waits for the worker's transaction to end
+            probe_writes(instance, run, probe)  # waits for the worker's transaction to end
     raise AssertionError("the worker always held a lock of the instance when frozen")
 
 
-def probe_writes(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
-    instance.add_run_tags(run.run_id, {"v6-test/probe": str(time.time())})  # run storage
-    instance.report_engine_event("probe write by the test", run)  # the run's own event log
+def probe_writes(instance: dg.DagsterInstance, run: dg.DagsterRun, probe: dg.DagsterRun) -> None:
+    """Write where marking `run` failed writes: its event log, the run storage and the cross-run index."""
+    instance.report_engine_event("probe write by the test", run)
+    instance.report_run_canceled(probe)
 
 
 def stream_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:

@@ -163,6 +163,43 @@ def test_new_queue_keys_become_partitions_once(make_defs, instance, lake_root):
     assert len(instance.get_dynamic_partitions(queued_contracts.name)) == 3
 
 
+def test_a_queue_tick_reads_only_the_rows_changed_since_its_cursor(make_defs, instance, lake_root):
+    defs = make_defs()
+    queue = PositionQueue(lake_root)
+    rows = [
+        {"account": "DU1000001", "conid": c, "symbol": "SPY", "right": "C", "strike": 600.0 + c,
+         "expiry": "20261218", "position": 1.0}
+        for c in range(1, 31)
+    ]  # fmt: skip
+    queue.insert_many(rows)
+    first = queue_tick(defs, instance)
+    assert len(apply_partitions(instance, first)) == 30
+    (observed,) = [e for e in first.asset_events if e.asset_key == dg.AssetKey("position_queue")]
+    assert observed.metadata["rows_changed"].value == 30
+    queue.mark_done([("DU1000001", c) for c in range(1, 31)])  # a batch refreshed them all
+    after_batch = queue_tick(defs, instance, cursor=first.cursor)
+    assert not after_batch.dynamic_partitions_requests
+
+    # The day goes on: 5 known contracts get a new payload, 2 new contracts appear.
+    queue.insert_many([{**row, "position": 2.0} for row in rows[:5]])
+    queue.insert_many(
+        {"account": "DU1000001", "conid": c, "symbol": "QQQ", "right": "P", "strike": 400.0,
+         "expiry": "20261218", "position": 1.0}
+        for c in (101, 102)
+    )  # fmt: skip
+    later = queue_tick(defs, instance, cursor=after_batch.cursor)
+    (observed,) = [e for e in later.asset_events if e.asset_key == dg.AssetKey("position_queue")]
+    assert observed.metadata["rows_changed"].value == 7  # not the 32 rows of the queue
+    assert observed.metadata["new_contracts"].value == 2
+    assert sorted(apply_partitions(instance, later)) == [
+        "DU1000001-QQQ-20261218-P-400-101",
+        "DU1000001-QQQ-20261218-P-400-102",
+    ]
+    quiet = queue_tick(defs, instance, cursor=later.cursor)
+    assert not quiet.dynamic_partitions_requests and not quiet.asset_events
+    assert len(instance.get_dynamic_partitions(queued_contracts.name)) == 32
+
+
 def test_observes_the_registry_when_its_version_moves(make_defs, instance, lake_root):
     defs = make_defs()
     registry = StrategyRegistry(lake_root)
@@ -207,7 +244,8 @@ def test_a_run_that_waited_in_the_queue_is_judged_from_when_it_left_it(instance)
 
 
 def test_a_suspended_run_is_not_alive_and_is_replaced(make_defs, instance):
-    suspended = add_run(instance, dg.DagsterRunStatus.SUSPENDED, beat_age_s=0.0)
+    # It ran on another host before it was suspended: nothing to probe, and nothing to wait for either.
+    suspended = add_run(instance, dg.DagsterRunStatus.SUSPENDED, beat_age_s=0.0, worker="another-host/7/1")
     result = tick(make_defs(), instance)
     assert status_of(instance, suspended) == dg.DagsterRunStatus.FAILURE
     assert len(result.run_requests) == 1

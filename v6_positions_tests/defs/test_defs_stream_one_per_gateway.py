@@ -56,13 +56,17 @@ mutation Reexecute($params: ReexecutionParams!) {
 
 
 @pytest.fixture
-def queued_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A test instance with the run coordinator of deploy/local/dagster.yaml."""
+def queued_instance(
+    tmp_path: Path, request: pytest.FixtureRequest, instance_storage: str
+) -> Iterator[dg.DagsterInstance]:
+    """A test instance with the run coordinator of deploy/local/dagster.yaml (SQLite or Postgres storage)."""
     shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
     overrides = {
         "run_coordinator": shipped["run_coordinator"],
         "run_launcher": {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"},
     }
+    if instance_storage == "postgres":
+        overrides["storage"] = request.getfixturevalue("postgres_server").dagster_storage()
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(overrides, temp_dir=str(home)) as instance:
@@ -113,6 +117,7 @@ def statuses(instance: dg.DagsterInstance, *run_ids: str) -> list[dg.DagsterRunS
     return [instance.get_run_by_id(run_id).status for run_id in run_ids]
 
 
+@pytest.mark.both_storages
 def test_stream_runs_from_the_launchpad_and_reexecution_are_capped_by_the_gateway_tag(
     queued_instance: dg.DagsterInstance, workspace: WorkspaceProcessContext
 ):

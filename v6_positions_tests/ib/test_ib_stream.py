@@ -41,6 +41,8 @@ def test_budget_of_ten_streams_ten_and_queues_two_at_priority_zero(sim, kit):
     async def scenario():
         async with kit.running(streamer):
             await kit.until(lambda: streamer.status().synced and streamer.status().queue_commits >= 1)
+            # new streams are added one at a time, each confirmed by IB's data first
+            await kit.until(lambda: streamer.status().lines_in_use == 10, what="10 streams")
             status = streamer.status()
             assert status.lines_in_use == 10 and len(status.unfit) == 2
             assert {r.kind for r in streamer.reports} == {"over_budget"}

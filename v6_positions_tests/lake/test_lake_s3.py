@@ -6,6 +6,8 @@ exists there.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 
@@ -14,10 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 from s3_server import REGION, S3Server
 
+from v6_positions.lake import cli
 from v6_positions.lake.errors import LakeError
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
-from v6_positions.lake.tables import read_table
+from v6_positions.lake.schemas import TABLES
+from v6_positions.lake.tables import ensure_table, read_table, table_version
 
 
 def test_every_commit_is_a_conditional_put_the_server_enforces(tmp_path: Path) -> None:
@@ -102,3 +106,38 @@ def test_unreachable_store_names_the_table_and_never_the_secret() -> None:
     message = str(info.value)
     assert "strategy_registry" in message and "s3://nowhere/lake/strategy_registry" in message
     assert secret not in message and secret not in repr(info.value)
+
+
+def test_every_table_is_created_on_s3_with_its_declared_schema(s3_server: S3Server) -> None:
+    root, options = f"s3://{s3_server.new_bucket()}/lake", s3_server.storage_options()
+    for name, spec in TABLES.items():
+        assert table_version(root, name, options) == -1
+        table = ensure_table(root, name, options)
+        assert [f.name for f in table.schema().fields] == list(spec.columns)
+        assert table.metadata().partition_columns == list(spec.partition_by)
+        assert read_table(root, name, options).schema == spec.polars_schema
+
+
+def test_registry_cli_on_s3_configured_by_environment(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a user does: V6_LAKE_URI + V6_LAKE_STORAGE_OPTIONS, then `v6-positions registry ...`."""
+    secret = "v6-cli-secret-7f3a"
+    root = f"s3://{s3_server.new_bucket()}/lake"
+    options = s3_server.storage_options(AWS_SECRET_ACCESS_KEY=secret)
+    monkeypatch.setenv("V6_LAKE_URI", root)
+    monkeypatch.setenv("V6_LAKE_STORAGE_OPTIONS", json.dumps(options))
+    parser = argparse.ArgumentParser(prog="v6-positions")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return args.handler(args)
+
+    add = ("--conid", "42", "--symbol", "SPY", "--right", "P", "--strike", "480", "--expiry", "20261218")
+    assert run("registry", "add", *add, "--strategy-id", "3") == 0
+    assert run("registry", "list") == 0
+    out, err = capsys.readouterr()
+    assert "42" in out and "SPY" in out
+    assert secret not in out + err
+    assert StrategyRegistry(root, options).active_conids() == {42}
