@@ -322,6 +322,7 @@ def bench_storage(storage: str, args: argparse.Namespace, postgres) -> tuple[Mom
         push_portfolio(day, open_at)
         sensor_tick(day)  # the first tick: every contract becomes a partition
         lake_batch(day, instance.get_dynamic_partitions("queued_contracts"))  # the morning's first refresh
+        asyncio.run(stream_for(settings, args.stream_seconds, legs))  # as at the end: the stream re-queues
         start = measure(day, open_at)
         written = simulate_day(day, args, open_at)
         asyncio.run(stream_for(settings, args.stream_seconds, legs))

@@ -21,7 +21,7 @@ import polars as pl
 
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
 from v6_positions.lake.maintenance import maintain
-from v6_positions.lake.positions import read_positions
+from v6_positions.lake.positions import PositionsBook, read_positions
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.rows import history_frame, validated_records
@@ -203,6 +203,7 @@ class DayProbe:
         self.root = root
         self.queue = PositionQueue(root)
         self.stream = HistoryWriter(root, compact_every=200)
+        self.book = PositionsBook(root)  # the merge a flush does after its append, alone
         self.cursor = -1
         self.tick = 0
 
@@ -223,7 +224,7 @@ class DayProbe:
             records = validated_records(
                 "positions", _book_rows(range(1, LEGS + 1), "stream", datetime.now(UTC), 2.0)
             )
-            self.stream._book.apply(history_frame(records, spec_for("streamed_positions"), datetime.now(UTC)))
+            self.book.apply(history_frame(records, spec_for("streamed_positions"), datetime.now(UTC)))
 
         out[f"  of which book merge ({LEGS} rows into 10,000)"] = best_of(book_merge_only, 9)
         batch_rows = _book_rows(range(LEGS + 1, CONTRACTS + 1), "batch", datetime.now(UTC), 3.0)
@@ -246,8 +247,8 @@ class DayProbe:
             lambda: self.queue.changes_since(self.cursor), 5
         )
         keys = [("DU1", c) for c in range(1, CONTRACTS + 1)]
-        out["queue mark_done(10,000 keys)"] = best_of(lambda: self.queue.mark_done(keys), 3)
-        out["queue mark_failed(10,000 keys)"] = best_of(lambda: self.queue.mark_failed(keys, "bench"), 3)
+        out["queue mark_done(10,000 keys)"] = best_of(lambda: self.queue.mark_done(keys), 5)
+        out["queue mark_failed(10,000 keys)"] = best_of(lambda: self.queue.mark_failed(keys, "bench"), 5)
         self.queue.insert_many(_queue_items(range(1, CONTRACTS + 1)))  # pending again for the next round
         return out
 

@@ -30,6 +30,7 @@ class LakeResource(dg.ConfigurableResource):
 
     root_uri: str
     storage_options_json: str = "{}"
+    history_retention_days: int = 0
 
     @property
     def storage_options(self) -> dict[str, str] | None:
@@ -52,6 +53,7 @@ class IBResource(dg.ConfigurableResource):
     stream_sec_types: str = "OPT"
     flush_interval_s: str = "1.0"
     valuation_interval_s: str = "60.0"
+    stream_buffer_cap: int = 100_000
 
     @property
     def line_budget(self) -> int:
@@ -94,7 +96,8 @@ class HealthThresholds(dg.ConfigurableResource):
 
 def settings_of(lake: LakeResource, ib: IBResource) -> Settings:
     """The library layers take a `Settings`; rebuild one from the two resources (parsed and validated as the
-    environment is: a bad value raises `ConfigError` naming its V6_* variable)."""
+    environment is: a bad value raises `ConfigError` naming its V6_* variable). `batch_cron` is not carried:
+    it shapes the schedule where the code location loads, it is not a run's setting."""
     return Settings.from_env(
         {
             ENV_NAMES["lake_uri"]: lake.root_uri,
@@ -108,6 +111,8 @@ def settings_of(lake: LakeResource, ib: IBResource) -> Settings:
             ENV_NAMES["stream_sec_types"]: ib.stream_sec_types,
             ENV_NAMES["flush_interval_s"]: ib.flush_interval_s,
             ENV_NAMES["valuation_interval_s"]: ib.valuation_interval_s,
+            ENV_NAMES["stream_buffer_cap"]: str(ib.stream_buffer_cap),
+            ENV_NAMES["history_retention_days"]: str(lake.history_retention_days),
         }
     )
 
@@ -131,6 +136,9 @@ def resources_from_settings(
             storage_options_json=from_env.text(
                 "lake_storage_options", json.dumps(settings.lake_storage_options)
             ),
+            history_retention_days=from_env.integer(
+                "history_retention_days", settings.history_retention_days
+            ),
         ),
         "ib": IBResource(
             host=from_env.text("ib_host", settings.ib_host),
@@ -142,6 +150,7 @@ def resources_from_settings(
             stream_sec_types=from_env.text("stream_sec_types", ",".join(settings.stream_sec_types)),
             flush_interval_s=from_env.text("flush_interval_s", repr(settings.flush_interval_s)),
             valuation_interval_s=from_env.text("valuation_interval_s", repr(settings.valuation_interval_s)),
+            stream_buffer_cap=from_env.integer("stream_buffer_cap", settings.stream_buffer_cap),
         ),
         "supervision": supervision or StreamSupervision(),
         "thresholds": thresholds or HealthThresholds(),

@@ -24,7 +24,8 @@ cancelMktData). Call `poll()` after each event and at least every 100 ms.
   `rebalance_interval_s`; a leg whose score jumps or a grown budget promotes it. A deactivated leg is
   forgotten at once: its line, long-lived or rotating, is cancelled in the same `poll()`.
 - Bound. `bound_s()` = cycle time of the overflow set + quote latency + flush interval, where the cycle time
-  is overflow legs / rotation rate, and the rotation rate = min(pool lines / quote latency, msg_rate / 2).
+  is overflow legs / (rotation rate x `rate_margin`), the rotation rate = min(pool lines / quote latency,
+  msg_rate / 2), and `rate_margin` (0.9) allows for the event loop's lag and the bucket's granularity.
   The quote latency is the 95th percentile of the last `latency_samples` observed subscribe-to-quote times.
 """
 
@@ -70,6 +71,7 @@ class RotationConfig:
     flush_interval_s: float = 1.0  # rows are committed within this after the quote (the streamer's flush)
     default_latency_s: float = 0.3  # until quotes have been observed
     latency_samples: int = 200
+    rate_margin: float = 0.9  # share of the theoretical rotation rate the bound counts on
 
     def __post_init__(self) -> None:
         if self.floor_lines < 0:
@@ -87,6 +89,8 @@ class RotationConfig:
         for name in ("quote_timeout_s", "retry_after_s", "rebalance_interval_s", "default_latency_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
+        if not 0 < self.rate_margin <= 1:
+            raise ValueError(f"rate_margin={self.rate_margin}: must be > 0 and <= 1")
         if self.promote_ratio < 1:
             raise ValueError(f"promote_ratio={self.promote_ratio}: must be >= 1")
 
@@ -383,7 +387,8 @@ class RotationScheduler:
         rate = self.rotation_rate()
         if overflow == 0 or rate == 0:
             return None
-        return overflow / rate + self.latency_p95() + self.config.flush_interval_s
+        cycle = overflow / (rate * self.config.rate_margin)
+        return cycle + self.latency_p95() + self.config.flush_interval_s
 
     # ---- status --------------------------------------------------------------------------------------------
     def status(self) -> list[LegStatus]:

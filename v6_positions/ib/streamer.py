@@ -164,6 +164,10 @@ class PositionStreamer:
         self._registry_invalid: list[object] = []  # rows breaking the table's contract: skipped, reported
         self._wake_timer: asyncio.TimerHandle | None = None
         self._awaiting_confirmation = asyncio.Event()
+        # From the last routing plan: legs to stream once the stream in flight is confirmed, and the legs that
+        # wait for lines (in routing order). Lets each confirmation add the next stream without re-routing.
+        self._pending_adds: list[int] = []
+        self._unfit_order: list[int] = []
         self._stop: asyncio.Event | None = None
         self.fatal_error: str | None = None
         self._wire_events()
@@ -313,6 +317,7 @@ class PositionStreamer:
         again (a position closed meanwhile is only noticed by what the fresh positions list lacks)."""
         async with self._lock:
             count = self.subs.replay(renew_live=True)
+        self._awaiting_confirmation.set()
         log.warning("re-subscribed %d streams after 1101", count)
         try:
             self.ib.client.cancelPositions()
@@ -383,17 +388,11 @@ class PositionStreamer:
             replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
             if replayed:
                 log.info("re-subscribed %d streams", replayed)
-            # One new stream at a time, each confirmed by IB's data first: a full account costs one 101.
+                self._awaiting_confirmation.set()
+            # One new stream at a time, each confirmed by IB first: a full account costs one 101.
+            self._pending_adds = [conid for conid in plan.streamed if conid not in self.subs.desired]
             if not self.subs.unconfirmed:
-                for conid in plan.streamed:
-                    if conid in self.subs.desired:
-                        continue
-                    holding = self._holding_for(conid)
-                    if holding is None:  # cannot happen: routing only streams held conids
-                        continue
-                    self.subs.add(conid, stream_contract(holding.contract), connected=True)
-                    log.info("stream requested: conid=%s %s", conid, _label(holding.contract))
-                    break
+                self._add_pending()
         queued_now: dict[HoldingKey, int] = {}
         for decision in plan.queued:
             key = (decision.account, decision.conid)
@@ -408,10 +407,46 @@ class PositionStreamer:
             if key[1] in wanted:
                 self._stream_keys.setdefault(key[1], []).append(key)
         self._log_report_changes(plan.reports)
+        self._unfit_order = [r.conid for r in plan.reports if r.kind == "over_budget"]
         self._schedule_wake()
-        if self.subs.unconfirmed:
-            self._awaiting_confirmation.set()
 
+    def _add_pending(self) -> bool:
+        """Request the next stream the last plan wanted; True when one was requested."""
+        while self._pending_adds:
+            conid = self._pending_adds.pop(0)
+            if conid in self.subs.desired or conid not in self._active or conid in self._demoted:
+                continue
+            if self._start_stream(conid):
+                return True
+        return False
+
+    def _start_stream(self, conid: int) -> bool:
+        holding = self._holding_for(conid)
+        if holding is None:
+            return False
+        self.subs.add(conid, stream_contract(holding.contract), connected=True)
+        log.info("stream requested: conid=%s %s", conid, _label(holding.contract))
+        self._stream_keys[conid] = [key for key in self._holdings if key[1] == conid]
+        self._awaiting_confirmation.set()
+        return True
+
+    def _advance(self) -> None:
+        """After a confirmation: the next planned stream, or the next probe while IB caps the lines, without
+        re-routing every holding (one route per new line would be O(lines x holdings) at start-up)."""
+        if self.subs.unconfirmed or not self._synced or not self.session.connected:
+            return
+        if self._add_pending():
+            return
+        if self._unfit_order and self.lines.capped and self.lines.start_probe():
+            conid = self._unfit_order.pop(0)
+            if conid in self._active and conid not in self.subs.desired and self._start_stream(conid):
+                # What the next route would say: it streams now, so it is neither queued nor unfit.
+                for key in [key for key in self._queued if key[1] == conid]:
+                    del self._queued[key]
+                self._reports.pop((conid, "over_budget"), None)
+                return
+            self.lines.abandon_probe()
+        self._mark_dirty()  # nothing planned is left: a full route settles the rest
     def _confirm_overdue(self) -> None:
         """A new stream silent past the confirm timeout holds its line (IB's 101 would have come at once)."""
         now = time.monotonic()
@@ -436,7 +471,7 @@ class PositionStreamer:
     def _confirmed(self, conid: int) -> None:
         if self.subs.confirm(conid):
             self.lines.granted(self.subs.lines_in_use)
-            self._mark_dirty()
+            self._advance()
 
     def _schedule_wake(self) -> None:
         """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout."""

@@ -31,6 +31,7 @@ STATUSES = (PENDING, DONE, FAILED)
 DEFAULT_PRIORITY = 2
 
 Key = tuple[str, int]
+_NO_LIMIT = 2**32 - 1
 
 
 @dataclass(slots=True)
@@ -367,7 +368,7 @@ class PositionQueue:
         if priority is not None:
             scan = scan.filter(pl.col("priority") == priority)
         scan = scan.sort(["priority", "queued_at", "account", "conid"])
-        if limit is not None:
+        if limit is not None and limit < _NO_LIMIT:  # polars indexes rows with 32 bits: a huge limit = all
             scan = scan.head(limit)
         frame = scan.select([pl.col(c).cast(t) for c, t in POSITION_QUEUE.columns.items()]).collect()
         return [QueueItem(**row) for row in frame.iter_rows(named=True)]
@@ -383,22 +384,33 @@ class PositionQueue:
             return 0
         return int(scan.select("status", "attempts").filter(self._due()).select(pl.len()).collect().item())
 
-    def closed_or_expired(self, today: date) -> list[Key]:
-        """Keys the clean-up may remove: done with position 0 (closed), or expiry (YYYYMMDD) before today."""
+    def _closed_or_expired(self, today: date) -> pl.LazyFrame | None:
         scan = self._scan()
         if scan is None:
+            return None
+        return scan.filter(
+            ((pl.col("status") == DONE) & (pl.col("position") == 0))
+            | (pl.col("expiry") < today.strftime("%Y%m%d"))
+        ).sort(["account", "conid"])
+
+    def closed_or_expired(self, today: date) -> list[Key]:
+        """Keys the clean-up may remove: done with position 0 (closed), or expiry (YYYYMMDD) before today.
+
+        A closed row that is still pending or failed is kept: its close has not been refreshed yet.
+        """
+        scan = self._closed_or_expired(today)
+        if scan is None:
             return []
-        frame = (
-            scan.select("account", "conid", "status", "position", "expiry")
-            .filter(
-                ((pl.col("status") == DONE) & (pl.col("position") == 0))
-                | (pl.col("expiry") < today.strftime("%Y%m%d"))
-            )
-            .select("account", "conid")
-            .sort(["account", "conid"])
-            .collect()
-        )
+        frame = scan.select("account", "conid").collect()
         return list(zip(frame["account"].to_list(), frame["conid"].to_list(), strict=True))
+
+    def closed_or_expired_items(self, today: date) -> list[QueueItem]:
+        """The rows of `closed_or_expired` with their contract fields (to name their partitions)."""
+        scan = self._closed_or_expired(today)
+        if scan is None:
+            return []
+        frame = scan.select([pl.col(c).cast(t) for c, t in POSITION_QUEUE.columns.items()]).collect()
+        return [QueueItem(**row) for row in frame.iter_rows(named=True)]
 
     def changes_since(self, version: int) -> tuple[int, pl.DataFrame]:
         """(current version, rows inserted or updated by the commits after `version`), newest state per key.
@@ -414,9 +426,10 @@ class PositionQueue:
             if table is None:
                 return -1, POSITION_QUEUE.empty_frame()
             current = table.version()
-            if version >= current:
+            if version == current:
                 return current, POSITION_QUEUE.empty_frame()
-            if version >= 0:
+            # version > current: the table was recreated behind the cursor; a full read below resyncs it.
+            if 0 <= version < current:
                 try:
                     feed = table.load_cdf(starting_version=version + 1, ending_version=current)
                     return current, _newest_changes(pl.DataFrame(feed.read_all()))

@@ -69,8 +69,9 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     added = apply_partitions(instance, supervised)
     assert len(added) == pending
     observed = {e.asset_key.to_user_string(): e.metadata for e in supervised.asset_events}
-    assert observed["position_queue"]["pending"].value == pending
-    assert observed["position_queue"]["oldest_pending_age_s"].value >= 0
+    # The first tick sees every queue row as changed, each a new contract.
+    assert observed["position_queue"]["pending_among_changed"].value == pending
+    assert observed["position_queue"]["new_contracts"].value == pending
     assert table_rows(observed["position_queue"]["latest_rows"]) == min(10, pending)
     assert observed["strategy_registry"]["active_legs"].value == len(active)
     assert table_rows(observed["strategy_registry"]["latest_active_legs"]) == min(10, len(active))
@@ -85,13 +86,19 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     assert len(requests) == 1
     result = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=requests[0].tags)
     assert result.success
-    batch = [
-        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("queued_positions")
+    # One materialization per refreshed contract, each on its own partition.
+    reported = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    partitions = {r.event_log_entry.dagster_event.partition for r in reported} - {None}
+    assert partitions == set(added)
+    (summary,) = [
+        r.event_log_entry.asset_materialization.metadata
+        for r in reported
+        if r.event_log_entry.asset_materialization.asset_key == dg.AssetKey("positions")
     ]
     # The stream is down now, so the run fetched with zero-line requests on its own clientId.
-    assert batch[-1].materialization.metadata["from_zero_line_fetch"].value == pending
-    assert batch[-1].materialization.metadata["queue_backlog"].value == 0
-    assert table_rows(batch[-1].materialization.metadata["latest_rows"]) == min(10, pending)
+    assert summary["batch_from_zero_line_fetch"].value == pending
     assert queue.pending_count() == 0
     assert read_table(lake_root, "queued_positions").height == pending
 
@@ -101,11 +108,7 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     assert book.height == len(held)
     assert set(zip(book["account"].to_list(), book["conid"].to_list(), strict=True)) == held
     assert set(book.filter(pl.col("source") != "batch")["conid"].to_list()) == active
-    (rebuilt,) = [
-        e.materialization.metadata
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == dg.AssetKey("positions")
-    ]
+    rebuilt = summary
     assert rebuilt["rows"].value == book.height
     assert rebuilt["oldest_age_s"].value >= 0
     assert table_rows(rebuilt["latest_rows"]) == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 import v6_positions.config as config_module
 from v6_positions.config import ENV_NAMES, Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.resources import IBResource, LakeResource, settings_of
+from v6_positions.defs.resources import IBResource, LakeResource, resources_from_settings, settings_of
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -35,6 +36,35 @@ def test_run_containers_get_every_setting_config_py_reads() -> None:
     assert read <= passed, f"missing from deploy/production/dagster.yaml env_vars: {sorted(read - passed)}"
     stale = {name for name in passed if name.startswith("V6_")} - read
     assert not stale, f"env_vars names settings config.py does not know: {sorted(stale)}"
+
+
+def test_every_run_setting_survives_the_trip_through_the_resources(tmp_path: Path) -> None:
+    """A setting added to config.py but not to the resources would silently run with its default."""
+    defaults = Settings()
+    changed = {
+        "lake_uri": str(tmp_path / "lake"),
+        "lake_storage_options": {"region": "eu-west-1"},
+        "ib_host": "gw.example",
+        "ib_port": 7497,
+        "ib_client_id": 31,
+        "ib_account": "DU7",
+        "max_lines": 90,
+        "reserved_lines": 5,
+        "stream_sec_types": ("OPT", "FOP"),
+        "flush_interval_s": 0.25,
+        "history_retention_days": 30,
+        "stream_buffer_cap": 500,
+        "valuation_interval_s": 15.0,
+    }
+    # batch_cron shapes the schedule where the code location loads; it is not a run's setting.
+    run_fields = {f.name for f in dataclasses.fields(Settings)} - {"batch_cron"}
+    assert set(changed) == run_fields, "a new setting: add it to the resources and to this test"
+    explicit = dataclasses.replace(defaults, **changed)
+    assert all(getattr(explicit, name) != getattr(defaults, name) for name in changed)
+
+    resources = resources_from_settings(explicit)
+
+    assert settings_of(resources["lake"], resources["ib"]) == explicit
 
 
 ENV_AT_LOAD = {

@@ -118,3 +118,34 @@ def test_bad_legs_are_refused_naming_the_field(change: dict, message: str) -> No
 def test_a_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         risk_score(LegRiskInput(1, "C", 610, NEAR, 100, -1), datetime(2026, 11, 27, 15, 0))
+
+
+def test_stream_inputs_take_ibs_model_greeks_and_clean_its_sentinels() -> None:
+    from ib_async import Contract, OptionComputation, Ticker
+
+    from v6_positions.ib.risk_inputs import combined_position, leg_risk_input
+
+    contract = Contract(
+        conId=7,
+        secType="OPT",
+        symbol="SPY",
+        lastTradeDateOrContractMonth="20261204",
+        strike=610.0,
+        right="C",
+        multiplier="100",
+    )
+    ticker = Ticker(contract=contract)
+    ticker.modelGreeks = OptionComputation(
+        0, impliedVol=0.18, delta=0.31, optPrice=2.5, gamma=-2.0, vega=0.4, theta=-0.4, undPrice=603.0
+    )
+    leg = leg_risk_input(contract, -10, ticker)
+    assert leg is not None
+    assert (leg.spot, leg.implied_vol, leg.delta, leg.gamma) == (603.0, 0.18, 0.31, None)  # -2 gamma: missing
+    assert (leg.expiry, leg.multiplier, leg.right, leg.position) == (NEAR, 100.0, "C", -10.0)
+    assert risk_score(leg, NOW).gamma > 0  # Black-Scholes fills the missing gamma in
+    before_any_quote = leg_risk_input(contract, -10, None)
+    assert before_any_quote is not None and before_any_quote.spot is None
+    assert leg_risk_input(Contract(conId=8, secType="STK", symbol="SPY"), 100) is None
+    with pytest.raises(ValueError, match="conid 9: lastTradeDateOrContractMonth='2026'"):
+        leg_risk_input(Contract(conId=9, secType="OPT", lastTradeDateOrContractMonth="2026", strike=1), 1)
+    assert combined_position([-3, -2]) == -5 and combined_position([4, -1]) == 5

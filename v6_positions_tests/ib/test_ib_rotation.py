@@ -101,7 +101,7 @@ def test_the_bound_is_cycle_time_plus_latency_plus_flush() -> None:
     latency = sched.latency_p95()
     # 60 rotating legs at min(10 lines / latency, 20 msg/s / 2 messages) = 10 legs per second
     assert sched.rotation_rate() == 10.0
-    assert sched.bound_s() == pytest.approx(60 / 10.0 + latency + 1.0)
+    assert sched.bound_s() == pytest.approx(60 / (10.0 * 0.9) + latency + 1.0)
     # no overflow, no bound
     fits, _ = _scheduler(50, 100)
     assert fits.bound_s() is None and fits.pool_lines() == 0
@@ -214,7 +214,14 @@ def test_a_refused_subscription_holds_no_line_and_is_retried_later() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("msg_rate", 50.0), ("msg_rate", 0.0), ("floor_lines", -1), ("reserve", 10.0), ("burst", 40.0)],
+    [
+        ("msg_rate", 50.0),
+        ("msg_rate", 0.0),
+        ("floor_lines", -1),
+        ("reserve", 10.0),
+        ("burst", 40.0),
+        ("rate_margin", 0.0),
+    ],
 )
 def test_bad_config_is_refused_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):

@@ -13,7 +13,7 @@ from v6_positions.ib.rotator import LineRotator
 from v6_positions.simulator import SimulatorThread, load_book
 
 # faster than the default 20 msg/s so the test stays short; burst + rate still under IB's 50
-FAST = RotationConfig(msg_rate=30.0, burst=10.0, reserve=4.0, flush_interval_s=0.0)
+FAST = RotationConfig(msg_rate=38.0, burst=10.0, reserve=4.0, flush_interval_s=0.0)
 
 
 async def _until(predicate, timeout: float, what: str) -> None:
@@ -61,8 +61,8 @@ def test_150_legs_on_100_lines_all_quoted_within_the_bound_riskiest_long_lived_n
             bound = sched.bound_s()
             assert bound is not None
             worst = 0.0
-            end = time.monotonic() + min(2 * bound, 12.0)
-            while time.monotonic() < end:  # ages sampled for about two rotation cycles
+            end = time.monotonic() + min(1.5 * bound, 8.0)
+            while time.monotonic() < end:  # ages sampled for one and a half rotation cycles
                 await asyncio.sleep(0.25)
                 now = time.monotonic()
                 worst = max(worst, max(now - last_quote[c] for c in contracts))

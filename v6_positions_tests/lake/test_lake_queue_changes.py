@@ -34,6 +34,7 @@ def test_due_returns_pending_and_retryable_rows_most_urgent_first(lake: Lake) ->
     assert [i.conid for i in queue.due()] == [13, 11, 14, 10, 12]
     assert [i.conid for i in queue.due(2)] == [13, 11]
     assert queue.due(0) == []
+    assert [i.conid for i in queue.due(2**62)] == [13, 11, 14, 10, 12]  # "everything", as old callers ask
     assert queue.pending_count() == 5
     assert all(isinstance(item, QueueItem) and item.symbol == "SPY" for item in queue.due())
     with pytest.raises(ValueError, match="limit=-1"):
@@ -59,6 +60,11 @@ def test_closed_or_expired_and_remove(lake: Lake) -> None:
     queue.mark_done([("A", 3), ("A", 4), ("A", 5)])
     today = date(2026, 6, 20)
     assert queue.closed_or_expired(today) == [("A", 1), ("A", 3)]
+    items = queue.closed_or_expired_items(today)  # with the contract fields that name their partitions
+    assert [(i.key, i.symbol, i.expiry) for i in items] == [
+        (("A", 1), "SPY", "20260619"),
+        (("A", 3), "SPY", "20261218"),
+    ]
     assert queue.remove([("A", 1), ("A", 3), ("A", 99)]) == 2
     assert queue.keys() == [("A", 2), ("A", 4), ("A", 5), ("B", 1)]
     assert queue.closed_or_expired(today) == []
@@ -87,6 +93,9 @@ def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) ->
     assert again == cursor and nothing.is_empty() and nothing.schema == POSITION_QUEUE.polars_schema
     with pytest.raises(ValueError, match="version=-2"):
         queue.changes_since(-2)
+    # A cursor ahead of the table (the queue was recreated): one full read resynchronises the sensor.
+    ahead, rows = queue.changes_since(cursor + 50)
+    assert ahead == cursor and rows.height == queue.pending_count() + 1  # every row; (A, 5) is done
 
 
 def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> None:

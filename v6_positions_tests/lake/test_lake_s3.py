@@ -1,4 +1,5 @@
-"""What makes the lake safe and usable on an S3 API: conditional commits, bounded staleness, clear errors.
+"""What makes the lake safe and usable on an S3 API: conditional commits, bounded retries and staleness,
+clear errors.
 
 The lake tests that take the `lake` fixture already run every table operation on S3; these cover what only
 exists there.
@@ -14,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from deltalake.exceptions import CommitFailedError
 from s3_server import REGION, S3Server
 
 from v6_positions.lake import cli
@@ -21,7 +23,7 @@ from v6_positions.lake.errors import LakeError
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.schemas import TABLES
-from v6_positions.lake.tables import ensure_table, read_table, table_version
+from v6_positions.lake.tables import ensure_table, read_table, retry_on_conflict, table_version
 
 
 def test_every_commit_is_a_conditional_put_the_server_enforces(tmp_path: Path) -> None:
@@ -141,3 +143,29 @@ def test_registry_cli_on_s3_configured_by_environment(
     assert "42" in out and "SPY" in out
     assert secret not in out + err
     assert StrategyRegistry(root, options).active_conids() == {42}
+
+
+def test_a_writer_that_keeps_losing_the_race_gives_up_loudly_within_its_budget() -> None:
+    """Retries are bounded by time (an attempt on S3 is slow, so a count alone would starve a writer there,
+    or wait for minutes): a commit that always loses fails with a clear error, and nothing is half-done."""
+    attempts: list[float] = []
+
+    def always_loses() -> None:
+        attempts.append(time.monotonic())
+        raise CommitFailedError("a concurrent transaction added new data")
+
+    started = time.monotonic()
+    with pytest.raises(LakeError, match=r"position_queue mark_done: gave up after \d+ conflicting commits"):
+        retry_on_conflict(always_loses, what="position_queue mark_done", budget_s=0.5)
+    assert len(attempts) >= 3  # it did retry, with backoff
+    assert time.monotonic() - started < 0.5 + 1.5  # and stopped at its budget (+ at most one backoff)
+
+    wins_third_time: list[int] = []
+
+    def loses_twice() -> str:
+        wins_third_time.append(1)
+        if len(wins_third_time) < 3:
+            raise CommitFailedError("a concurrent transaction added new data")
+        return "committed"
+
+    assert retry_on_conflict(loses_twice, what="position_queue insert") == "committed"

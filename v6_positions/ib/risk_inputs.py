@@ -1,0 +1,59 @@
+"""What the stream knows about a leg, turned into `risk.LegRiskInput`: the held contract, its positions across
+accounts, and the newest ticker (IB's model greeks and underlying price) when it has one."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from ib_async import Contract
+
+from v6_positions.ib.risk import LegRiskInput
+from v6_positions.ib.values import clean_delta, clean_gamma, clean_implied_vol, clean_price
+
+RISK_SEC_TYPES = frozenset({"OPT", "FOP"})
+
+
+def combined_position(positions: Iterable[float]) -> float:
+    """One leg held in several accounts: exposures do not net across accounts, so the sizes add up; the sign
+    is the net's (short in both = short)."""
+    values = list(positions)
+    size = sum(abs(p) for p in values)
+    return -size if sum(values) < 0 else size
+
+
+def leg_risk_input(
+    contract: Contract,
+    position: float,
+    ticker: Any | None = None,  # ib_async.Ticker (or None before any quote)
+    underlying_move_sigma: float | None = None,
+) -> LegRiskInput | None:
+    """The risk inputs of one option leg; None for what the score does not rank (stocks, futures)."""
+    if contract.secType not in RISK_SEC_TYPES:
+        return None
+    expiry = _expiry(contract.lastTradeDateOrContractMonth, contract.conId)
+    model = getattr(ticker, "modelGreeks", None) if ticker is not None else None
+    return LegRiskInput(
+        conid=int(contract.conId),
+        right=str(contract.right or "").upper()[:1],
+        strike=float(contract.strike),
+        expiry=expiry,
+        multiplier=float(contract.multiplier or 100),
+        position=float(position),
+        spot=clean_price(model.undPrice) if model is not None else None,
+        implied_vol=clean_implied_vol(model.impliedVol) if model is not None else None,
+        delta=clean_delta(model.delta) if model is not None else None,
+        gamma=clean_gamma(model.gamma) if model is not None else None,
+        underlying_move_sigma=underlying_move_sigma
+        if underlying_move_sigma is not None and math.isfinite(underlying_move_sigma)
+        else None,
+    )
+
+
+def _expiry(text: str, conid: int) -> date:
+    digits = (text or "")[:8]
+    if len(digits) != 8 or not digits.isdigit():
+        raise ValueError(f"conid {conid}: lastTradeDateOrContractMonth={text!r} is not YYYYMMDD")
+    return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
