@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from postgres_server import PostgresServer, start_postgres
 
 from v6_positions.config import Settings
@@ -26,6 +28,7 @@ BOTH_STORAGES: dict[str, set[str] | None] = {
     "test_defs_kill": {"test_killed_stream_run_is_failed_and_replaced_without_losing_rows"},
 }
 STORAGES = ("sqlite", "postgres")
+PRODUCTION_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "production" / "dagster.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,16 +60,28 @@ def instance_storage(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "sqlite")
 
 
+def deployed_dagster_env() -> dict[str, str]:
+    """The Dagster settings deploy/production/dagster.yaml gives run containers (`NAME=value` entries)."""
+    launcher = yaml.safe_load(PRODUCTION_CONFIG.read_text())["run_launcher"]
+    pairs = (entry.split("=", 1) for entry in launcher["config"]["env_vars"] if "=" in entry)
+    return {name: value for name, value in pairs if name.startswith("DAGSTER_")}
+
+
 @pytest.fixture
-def instance(tmp_path, request: pytest.FixtureRequest, instance_storage: str) -> Iterator[dg.DagsterInstance]:
+def instance(
+    tmp_path, request: pytest.FixtureRequest, instance_storage: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
     """A persistent test instance whose dagster.yaml lives in $DAGSTER_HOME (subprocesses open the same one):
-    embedded SQLite, or a fresh database of its own on the session's Postgres server."""
+    embedded SQLite, or a fresh database of its own on the session's Postgres server, written to with the
+    event settings production runs get (also inherited by subprocess run workers)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     overrides: dict[str, object] = {}
     if instance_storage == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         overrides["storage"] = server.dagster_storage()
+        for name, value in deployed_dagster_env().items():
+            monkeypatch.setenv(name, value)
     with dg.instance_for_test(overrides, temp_dir=str(home)) as test_instance:
         yield test_instance
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
+from v6_positions.defs.heartbeat import STREAM_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
 
 
@@ -19,11 +19,9 @@ def main() -> int:
     settings = Settings.from_env()
     defs = build_definitions(settings, StreamSupervision(heartbeat_interval_s=0.5, progress_interval_s=1.0))
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(STREAM_JOB_NAME).execute_in_process(
-            instance=instance,
-            tags={GATEWAY_TAG: f"{settings.ib_host}:{settings.ib_port}"},
-            raise_on_error=False,
-        )
+        # No tags given: the job carries its gateway tag, as for a run launched from the Launchpad.
+        job = defs.resolve_job_def(STREAM_JOB_NAME)
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
     return 0 if result.success else 1
 
 

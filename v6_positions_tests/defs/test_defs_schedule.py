@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from v6_positions.defs.jobs import BATCH_JOB_NAME
-from v6_positions.defs.partitions import contract_partition_key, queued_contracts
+from v6_positions.defs.partitions import DEFER_EVENTS_TAG, contract_partition_key, queued_contracts
 from v6_positions.defs.schedules import RANGE_END_TAG, RANGE_START_TAG, plan_ranges
 from v6_positions.lake.queue import PositionQueue
 
@@ -63,6 +63,9 @@ def test_pending_partitions_become_one_range_run(make_defs, instance, lake_root)
     assert len(result.run_requests) == 1
     tags = result.run_requests[0].tags
     assert (tags[RANGE_START_TAG], tags[RANGE_END_TAG]) == (keys[0], keys[3])
+    assert tags["v6/due"] == "3"
+    # The run reports its partitions itself: only committed ones materialized, none for the bridged key.
+    assert tags[DEFER_EVENTS_TAG] == "true"
     assert result.run_requests[0].run_key
 
 

@@ -46,10 +46,17 @@ def alive(pids: set[int]) -> set[int]:
     return living
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every probe socket stays bound until all are chosen, so the kernel cannot
+    hand the same port out twice (closed one by one, two probes may get the same number)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def port_is_listening(port: int) -> bool:

@@ -25,7 +25,7 @@ from e2e_graphql import (
     RUNS,
     graphql,
 )
-from e2e_processes import alive, descendants, free_port, port_is_listening
+from e2e_processes import alive, descendants, free_ports, port_is_listening
 
 from v6_positions.lake.tables import read_table
 from v6_positions.simulator import demo_strategy_legs, load_book
@@ -59,7 +59,7 @@ def wait_for(what: str, probe: Callable[[], object], timeout_s: float, every_s: 
 
 class System:
     def __init__(self, tmp: Path) -> None:
-        self.ui_port, self.ib_port, self.control_port = free_port(), free_port(), free_port()
+        self.ui_port, self.ib_port, self.control_port = free_ports(3)
         self.lake_uri = str(tmp / "lake")
         self.home = tmp / "dagster_home"
         self.url = f"http://127.0.0.1:{self.ui_port}"
