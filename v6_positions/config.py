@@ -33,6 +33,7 @@ class Settings:
     history_retention_days: int = 0  # days of history kept before today; 0 keeps everything
     stream_buffer_cap: int = 100_000  # contracts the stream holds while the lake is unreachable
     valuation_interval_s: float = 60.0  # queued holdings are re-valued (zero-line reqPnLSingle) this often
+    rotation_lines: int = 10  # lines that rotate through active legs that do not fit; 0 = queue them only
 
     @property
     def line_budget(self) -> int:
@@ -67,6 +68,7 @@ class Settings:
             ),
             stream_buffer_cap=_integer(env, "V6_STREAM_BUFFER_CAP", defaults.stream_buffer_cap),
             valuation_interval_s=_number(env, "V6_VALUATION_INTERVAL_S", defaults.valuation_interval_s),
+            rotation_lines=_integer(env, "V6_ROTATION_LINES", defaults.rotation_lines),
         )
         _validate(settings, source="env")
         return settings
@@ -88,6 +90,7 @@ ENV_NAMES = {
     "history_retention_days": "V6_HISTORY_RETENTION_DAYS",
     "stream_buffer_cap": "V6_STREAM_BUFFER_CAP",
     "valuation_interval_s": "V6_VALUATION_INTERVAL_S",
+    "rotation_lines": "V6_ROTATION_LINES",
 }
 
 
@@ -120,6 +123,8 @@ def _validate(settings: Settings, source: str) -> None:
         fail("batch_cron", settings.batch_cron, "must be a cron expression of five fields, e.g. '* * * * *'")
     if settings.history_retention_days < 0:
         fail("history_retention_days", settings.history_retention_days, "must be >= 0 (0 keeps all history)")
+    if settings.rotation_lines < 0:
+        fail("rotation_lines", settings.rotation_lines, "must be >= 0 (0 queues legs that do not fit)")
     if settings.stream_buffer_cap < 1:
         fail("stream_buffer_cap", settings.stream_buffer_cap, "must be >= 1 contract")
 

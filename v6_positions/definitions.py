@@ -25,6 +25,7 @@ def build_definitions(
         asset_checks=[
             checks.lines_within_budget,
             checks.active_legs_fresh,
+            checks.rotating_legs_within_bound,
             checks.queue_backlog_age,
             checks.registry_legs_held,
             checks.registry_rows_valid,

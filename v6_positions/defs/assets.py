@@ -119,7 +119,10 @@ def queued_positions(
         context.run.run_id, {f"{SUMMARY_TAG_PREFIX}{name}": str(value) for name, value in summary.items()}
     )
     now = datetime.now(UTC)
-    per_partition = {key: partition_metadata(row, now) for key, row in outcome.committed_keys.items()}
+    per_partition = {
+        key: partition_metadata(row, outcome.origins.get((row.account, row.conid), row.source), now)
+        for key, row in outcome.committed_keys.items()
+    }
     if events_deferred(context):
         report_materialized(context, per_partition)
         if outcome.failed_keys:
@@ -159,14 +162,10 @@ def positions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
     return dg.MaterializeResult(metadata=metadata)
 
 
-def partition_metadata(row: PositionRow, now: datetime) -> dict[str, object]:
-    """What one contract got in this run: small, so the event log grows with contracts, not tables."""
-    return {
-        "source": row.source,
-        "position": row.position,
-        "market_price": row.market_price,
-        "age_s": age_seconds(row.event_time, now),
-    }
+def partition_metadata(row: PositionRow, origin: str, now: datetime) -> dict[str, object]:
+    """What one contract got in this run (its source, price and age): small, so the event log grows with
+    contracts refreshed, not with tables copied into metadata."""
+    return {"source": origin, "market_price": row.market_price, "age_s": age_seconds(row.event_time, now)}
 
 
 def book_metadata(book: pl.DataFrame) -> dict[str, object]:

@@ -23,6 +23,7 @@ from v6_positions.lake.queue import PositionQueue, QueueItem
 
 Key = tuple[str, int]
 BATCH_SOURCE = "batch"
+_ORIGIN = {"from_payload": "queued payload", "from_fetch": "zero-line fetch", "closed": "closed"}
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class BatchOutcome:
     # partition key of every written row / failed contract (bridged keys that were not due appear in neither)
     committed_keys: dict[str, PositionRow] = field(default_factory=dict)
     failed_keys: dict[str, str] = field(default_factory=dict)
+    origins: dict[Key, str] = field(default_factory=dict)  # where each written row came from (_ORIGIN)
     from_payload: int = 0
     from_fetch: int = 0
     closed: int = 0  # due contracts the account no longer holds (written with position 0)
@@ -75,6 +77,7 @@ def refresh_contracts(
             outcome.failed[_key(item)] = outcome.fetch_error or "no payload queued and no position fetched"
             continue
         setattr(outcome, how, getattr(outcome, how) + 1)
+        outcome.origins[_key(item)] = _ORIGIN[how]
         rows.append(row)
 
     write_rows(settings.lake_uri, "queued_positions", rows, settings.lake_storage_options or None)

@@ -15,7 +15,7 @@ from v6_positions.defs.assets import position_queue, positions, streamed_positio
 from v6_positions.defs.heartbeat import judge_stream_runs
 from v6_positions.defs.metadata import age_seconds
 from v6_positions.defs.resources import HealthThresholds, IBResource, LakeResource, StreamSupervision
-from v6_positions.defs.stream import BUDGET_TAG, LINES_TAG
+from v6_positions.defs.stream import BUDGET_TAG, LINES_TAG, ROTATION_BOUND_TAG
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
@@ -81,6 +81,50 @@ def active_legs_fresh(lake: LakeResource, thresholds: HealthThresholds) -> dg.As
             "stale_conids": ", ".join(f"{c} ({a}s)" for c, a in sorted(stale.items())) or "none",
             "oldest_age_s": max((a for a in held.values() if a is not None), default=None),
             "freshness_window_s": thresholds.freshness_window_s,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=streamed_positions.key,
+    description="Active legs rotating through the line pool stay within twice the stream's staleness bound.",
+)
+def rotating_legs_within_bound(
+    context: dg.AssetCheckExecutionContext,
+    lake: LakeResource,
+    ib: IBResource,
+    supervision: StreamSupervision,
+) -> dg.AssetCheckResult:
+    states = judge_stream_runs(
+        context.instance, ib.gateway, stale_after_s=supervision.stale_after_s, startup_grace_s=0.0
+    )
+    live = next((s for s in states if s.alive and s.has_beaten), None)
+    run = context.instance.get_run_by_id(live.run_id) if live is not None else None
+    raw = run.tags.get(ROTATION_BOUND_TAG, "") if run is not None else ""
+    if not raw:
+        return dg.AssetCheckResult(
+            passed=True, metadata={"rotation": "no leg rotates" if run else "no stream run alive"}
+        )
+    bound = float(raw)
+    active = StrategyRegistry(lake.root_uri, lake.storage_options).active_conids()
+    now = datetime.now(UTC)
+    newest = newest_rows(lake, active, since=now.date() - timedelta(days=1))
+    ages = {
+        int(c): age_seconds(t, now)
+        for c, t, position in newest.select("conid", "event_time", "position").iter_rows()
+        if position != 0
+    }
+    late = {conid: age for conid, age in ages.items() if age is not None and age > 2 * bound}
+    return dg.AssetCheckResult(
+        passed=not late,
+        metadata={
+            "rotation_bound_s": bound,
+            "fail_above_s": round(2 * bound, 1),
+            "legs_with_rows": len(ages),
+            "legs_past_2x_bound": len(late),
+            "late_conids": ", ".join(f"{c} ({a}s)" for c, a in sorted(late.items())[:50]) or "none",
+            "oldest_age_s": max((a for a in ages.values() if a is not None), default=None),
+            "stream_run": live.run_id if live is not None else None,
         },
     )
 

@@ -11,6 +11,8 @@ tokens are for the reader of the UI.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 
@@ -20,6 +22,8 @@ from dagster._core.events import (
     AssetMaterializationPlannedData,
     DagsterEvent,
     DagsterEventBatchMetadata,
+    DagsterEventType,
+    StepMaterializationData,
     generate_event_batch_id,
 )
 from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
@@ -86,14 +90,33 @@ def events_deferred(context: dg.AssetExecutionContext) -> bool:
 def report_materialized(
     context: dg.AssetExecutionContext, metadata_by_key: Mapping[str, Mapping[str, RawMetadataValue]]
 ) -> None:
-    """One materialization per committed partition, written as one batch where the storage supports it
-    (dagster-postgres with DAGSTER_EVENT_BATCH_SIZE > 0); SQLite writes them one by one."""
+    """One materialization per committed partition, stored as one batch where the storage supports it
+    (dagster-postgres with DAGSTER_EVENT_BATCH_SIZE > 0; SQLite stores them one by one).
+
+    Stored directly, not through the run's Python loggers: the same event, without 10,000 console lines in
+    the run's captured logs and the formatting they cost."""
     step = context.op_execution_context.get_step_execution_context()
+    run_id = context.run.run_id
     batch_id = generate_event_batch_id()
     last = len(metadata_by_key) - 1
     for index, (key, metadata) in enumerate(metadata_by_key.items()):
-        event = dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=dict(metadata))
-        DagsterEvent.asset_materialization(step, event, DagsterEventBatchMetadata(batch_id, index == last))
+        materialization = dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=key, metadata=dict(metadata)
+        )
+        event = DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+            job_name=step.job_name,
+            step_handle=step.step.handle,
+            node_handle=step.step.node_handle,
+            step_kind_value=step.step.kind.value,
+            logging_tags=step.event_tags,
+            event_specific_data=StepMaterializationData(materialization),
+            message=f"Materialized partition {key}",
+            pid=os.getpid(),
+        )
+        context.instance.report_dagster_event(
+            event, run_id, logging.DEBUG, batch_metadata=DagsterEventBatchMetadata(batch_id, index == last)
+        )
 
 
 def report_failed(context: dg.AssetExecutionContext, partition_keys: Iterable[str]) -> None:

@@ -54,6 +54,7 @@ class IBResource(dg.ConfigurableResource):
     flush_interval_s: str = "1.0"
     valuation_interval_s: str = "60.0"
     stream_buffer_cap: int = 100_000
+    rotation_lines: int = 10
 
     @property
     def line_budget(self) -> int:
@@ -112,6 +113,7 @@ def settings_of(lake: LakeResource, ib: IBResource) -> Settings:
             ENV_NAMES["flush_interval_s"]: ib.flush_interval_s,
             ENV_NAMES["valuation_interval_s"]: ib.valuation_interval_s,
             ENV_NAMES["stream_buffer_cap"]: str(ib.stream_buffer_cap),
+            ENV_NAMES["rotation_lines"]: str(ib.rotation_lines),
             ENV_NAMES["history_retention_days"]: str(lake.history_retention_days),
         }
     )
@@ -151,6 +153,7 @@ def resources_from_settings(
             flush_interval_s=from_env.text("flush_interval_s", repr(settings.flush_interval_s)),
             valuation_interval_s=from_env.text("valuation_interval_s", repr(settings.valuation_interval_s)),
             stream_buffer_cap=from_env.integer("stream_buffer_cap", settings.stream_buffer_cap),
+            rotation_lines=from_env.integer("rotation_lines", settings.rotation_lines),
         ),
         "supervision": supervision or StreamSupervision(),
         "thresholds": thresholds or HealthThresholds(),

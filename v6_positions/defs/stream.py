@@ -48,6 +48,7 @@ from v6_positions.lake.registry import StrategyRegistry
 LINES_TAG = "v6/lines-in-use"
 BUDGET_TAG = "v6/line-budget"
 CONNECTED_TAG = "v6/connected"
+ROTATION_BOUND_TAG = "v6/rotation-bound-s"  # staleness bound of the rotating legs; "" when none rotate
 
 _POLL_S = 0.5  # how often the main thread wakes: bounds shutdown latency, not the event rate
 _STOP_GRACE_S = 30.0  # time the streamer gets to cancel streams, flush and disconnect
@@ -151,6 +152,27 @@ def _status_metadata(status: StreamStatus | None, started: float) -> dict[str, o
         "reconnects": status.reconnects,
         "last_update_lag_s": lag,
         "uptime_s": round(time.monotonic() - started, 1),
+        **_rotation_metadata(status),
+    }
+
+
+def _rotation_metadata(status: StreamStatus) -> dict[str, object]:
+    """Issue 12: legs beyond the long-lived lines rotate through a pool; each one's score and age."""
+    rotation = status.rotation
+    if rotation is None:
+        return {"rotating_legs": 0}
+    legs = sorted(status.rotation_legs, key=lambda leg: -leg.score)[:50]
+    table = "| conid | risk score | age s | line |\n|---|---|---|---|\n" + "\n".join(
+        f"| {leg.conid} | {leg.score:.1f} | {'-' if leg.age_s is None else f'{leg.age_s:.1f}'} | {leg.line} |"
+        for leg in legs
+    )
+    return {
+        "rotating_legs": rotation.overflow,
+        "rotation_pool_lines": rotation.pool_lines,
+        "rotation_bound_s": None if rotation.bound_s is None else round(rotation.bound_s, 1),
+        "rotation_max_age_s": None if rotation.max_age_s is None else round(rotation.max_age_s, 1),
+        "rotation_quote_latency_p95_s": round(rotation.latency_p95_s, 3),
+        "rotation_legs": dg.MetadataValue.md(table),
     }
 
 
@@ -199,6 +221,7 @@ class _Reporter:
                 LINES_TAG: str(status.lines_in_use),
                 BUDGET_TAG: str(status.line_budget),
                 CONNECTED_TAG: str(status.connected).lower(),
+                ROTATION_BOUND_TAG: _bound_tag(status),
             }
         try:
             write_heartbeat(self.context.instance, self.context.run_id, extra=tags)
@@ -253,6 +276,11 @@ class _Reporter:
         self.context.log.info(
             "stream: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if k != "line_budget")
         )
+
+
+def _bound_tag(status: StreamStatus) -> str:
+    bound = status.rotation.bound_s if status.rotation is not None else None
+    return "" if bound is None else f"{bound:.1f}"
 
 
 @contextmanager

@@ -25,8 +25,10 @@ cancelMktData). Call `poll()` after each event and at least every 100 ms.
   forgotten at once: its line, long-lived or rotating, is cancelled in the same `poll()`.
 - Bound. `bound_s()` = cycle time of the overflow set + quote latency + flush interval, where the cycle time
   is overflow legs / (rotation rate x `rate_margin`), the rotation rate = min(pool lines / quote latency,
-  msg_rate / 2), and `rate_margin` (0.9) allows for the event loop's lag and the bucket's granularity.
-  The quote latency is the 95th percentile of the last `latency_samples` observed subscribe-to-quote times.
+  msg_rate / 2), and `rate_margin` (0.9) allows for the event loop's lag and the bucket's granularity;
+  when the rate achieved over the last `rate_window_s` is lower (a loaded machine, a slow gateway), that is
+  used instead: the bound reports what is achieved. The quote latency is the 95th percentile of the last
+  `latency_samples` observed subscribe-to-quote times.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class RotationConfig:
     flush_interval_s: float = 1.0  # rows are committed within this after the quote (the streamer's flush)
     default_latency_s: float = 0.3  # until quotes have been observed
     latency_samples: int = 200
+    rate_window_s: float = 15.0  # the achieved rotation rate is measured over this window
     rate_margin: float = 0.9  # share of the theoretical rotation rate the bound counts on
 
     def __post_init__(self) -> None:
@@ -170,6 +173,8 @@ class RotationScheduler:
     _rebalance_now: bool = True
     _gone: list[LegSlot] = field(default_factory=list)  # deactivated, line not cancelled yet
     _done: list[LegSlot] = field(default_factory=list)  # rotating, quoted, line not cancelled yet
+    _completions: deque[float] = field(default_factory=deque)  # when rotating legs got their quote
+    _overflow_since: float | None = None
 
     def __post_init__(self) -> None:
         self._bucket = _Bucket(self.config.msg_rate, self.config.burst, self.config.burst, self.clock())
@@ -208,6 +213,7 @@ class RotationScheduler:
         if first and slot.role is Role.ROTATE:
             slot.rotations += 1
             self.rotations += 1
+            self._completions.append(now)
             self._done.append(slot)  # its line goes back to the pool in the next poll
 
     def on_refused(self, conid: int) -> None:
@@ -218,12 +224,48 @@ class RotationScheduler:
             slot.subscribed_at = None
             slot.not_before = self.clock() + self.config.retry_after_s
 
+    def forget(self, conid: int) -> bool:
+        """Drop a leg at once because its owner takes it over (a long-lived stream); True when it held a line,
+        which the caller cancels right away (counted here as one message)."""
+        slot = self.legs.pop(conid, None)
+        if slot is None:
+            return False
+        self._rebalance_now = True
+        if slot.line is Line.HELD:
+            slot.line = Line.NONE
+            self.messages_sent += 1
+            return True
+        return False
+
+    def lines_lost(self) -> None:
+        """The connection dropped (or IB's 1101): IB holds none of our lines any more."""
+        for slot in self.legs.values():
+            slot.line = Line.NONE
+            slot.subscribed_at = None
+        self._gone.clear()
+        self._done.clear()
+
+    def release_all(self) -> list[Action]:
+        """Cancel every held line now (shutdown), unpaced: the connection closes right after."""
+        actions = [
+            Action("cancel", s.conid, s.role, "stopping") for s in self.legs.values() if s.line is Line.HELD
+        ]
+        actions += [Action("cancel", s.conid, s.role, "stopping") for s in self._gone if s.line is Line.HELD]
+        self.lines_lost()
+        self.messages_sent += len(actions)
+        return actions
+
     # ---- what to do ----------------------------------------------------------------------------------------
     def poll(self) -> list[Action]:
         """The subscribes and cancels to send now, paced, never holding more lines than the budget."""
         now = self.clock()
         assert self._bucket is not None
         self._bucket.refill(now)
+        if self.overflows():
+            if self._overflow_since is None:
+                self._overflow_since = now
+        else:
+            self._overflow_since = None
         actions: list[Action] = []
         for slot in self._gone:  # deactivated: leaves at once (the reserve pays for it)
             if slot.line is Line.HELD:
@@ -381,13 +423,28 @@ class RotationScheduler:
             return 0.0
         return min(pool / self.latency_p95(), self.config.msg_rate / 2.0)
 
+    def observed_rate(self) -> float | None:
+        """Rotating legs quoted per second over the last `rate_window_s` (None until legs have overflowed
+        that long): a loaded machine or a slow gateway rotates slower than the pacing allows."""
+        now = self.clock()
+        window = self.config.rate_window_s
+        while self._completions and self._completions[0] <= now - window:
+            self._completions.popleft()
+        if self._overflow_since is None or now - self._overflow_since < window:
+            return None
+        return len(self._completions) / window
+
     def bound_s(self) -> float | None:
         """How old any active leg's newest row may get, in seconds (None: no leg rotates)."""
         overflow = sum(1 for s in self.legs.values() if s.role is Role.ROTATE)
         rate = self.rotation_rate()
         if overflow == 0 or rate == 0:
             return None
-        cycle = overflow / (rate * self.config.rate_margin)
+        observed = self.observed_rate()
+        rate *= self.config.rate_margin
+        if observed is not None and observed < rate:
+            rate = max(observed, 1e-3)  # the bound follows what is achieved, not what is allowed
+        cycle = overflow / rate
         return cycle + self.latency_p95() + self.config.flush_interval_s
 
     # ---- status --------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class LineRotator:
         generic_ticks: str = "",
         greeks_grace_s: float = 0.5,
         poll_interval_s: float = 0.05,
+        enabled: Callable[[], bool] = lambda: True,
+        on_full: Callable[[], None] | None = None,
     ) -> None:
         self.ib = ib
         self.scheduler = scheduler
@@ -48,6 +50,8 @@ class LineRotator:
         self.generic_ticks = generic_ticks
         self.greeks_grace_s = greeks_grace_s
         self.poll_interval_s = poll_interval_s
+        self.enabled = enabled  # False while disconnected or not synced: nothing is sent
+        self.on_full = on_full  # called on a 101: the account is full (the owner caps its lines)
         self.contracts: dict[int, Contract] = {}
         self.errors: Counter[int] = Counter()  # IB codes seen on our subscriptions
         self.quotes = 0
@@ -82,7 +86,8 @@ class LineRotator:
         self.attach()
         try:
             while not self._stopped:
-                self.apply(self.scheduler.poll())
+                if self.enabled():
+                    self.apply(self.scheduler.poll())
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
@@ -94,6 +99,35 @@ class LineRotator:
     def stop(self) -> None:
         self._stopped = True
         self._wake.set()
+
+    def lines_held(self) -> int:
+        return self.scheduler.lines_held()
+
+    def ticker(self, conid: int) -> Ticker | None:
+        return self._tickers.get(conid)
+
+    def release(self, conid: int) -> None:
+        """Give up `conid` now (its owner streams it on a long-lived line): cancel a held line at once, so
+        one contract never has two subscriptions (ib_async keeps one Ticker per contract)."""
+        self.contracts.pop(conid, None)
+        if self.scheduler.forget(conid):
+            self._cancel(conid)
+        else:
+            self._subscribed_at.pop(conid, None)
+            self._tickers.pop(conid, None)
+
+    def connection_lost(self) -> None:
+        """IB dropped our lines (disconnect, 1101); ib_async dropped or keeps stale tickers: forget both."""
+        self.scheduler.lines_lost()
+        self._tickers.clear()
+        self._subscribed_at.clear()
+        self._priced_at.clear()
+
+    def release_all(self) -> int:
+        """Cancel every held line (shutdown while connected). Returns how many."""
+        actions = self.scheduler.release_all()
+        self.apply(actions)
+        return len(actions)
 
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -169,6 +203,8 @@ class LineRotator:
             self.scheduler.on_refused(conid)
             if code in MAX_TICKERS:  # the account is full now: hold what we have, no more
                 self.scheduler.set_budget(self.scheduler.lines_held())
+                if self.on_full is not None:
+                    self.on_full()
             self._wake.set()
 
 

@@ -69,6 +69,8 @@ def route(
     currently_streamed: Iterable[int] = (),
     demoted: Mapping[int, str] | None = None,
     full_reason: str | None = None,
+    rank: Mapping[int, float] | None = None,
+    keep_ratio: float = 1.5,
 ) -> RoutingPlan:
     """Split the holdings into streams and queue entries.
 
@@ -76,6 +78,10 @@ def route(
     `currently_streamed` go first when lines are short, so a new activation never evicts a running stream;
     the rest are taken in conid order, which keeps the result deterministic. `demoted` maps conid -> reason;
     `full_reason` is the report detail for legs that do not fit.
+
+    With `rank` (conid -> risk score, see `risk.py`) the riskiest legs get the lines instead: a running stream
+    counts `keep_ratio` times its score, so a leg only takes a running stream's line when it is clearly
+    riskier (no churn at the boundary as greeks drift).
     """
     limit = budget.available if isinstance(budget, LineBudget) else max(0, int(budget))
     full_reason = full_reason or f"line budget {limit} is full"
@@ -107,7 +113,14 @@ def route(
             candidates.setdefault(item.conid, []).append(item)
 
     running = [conid for conid in dict.fromkeys(currently_streamed) if conid in candidates]
-    order = running + sorted(set(candidates) - set(running))
+    if rank is not None:
+        kept = set(running)
+        order = sorted(
+            candidates,
+            key=lambda c: (-rank.get(c, 0.0) * (keep_ratio if c in kept else 1.0), c not in kept, c),
+        )
+    else:
+        order = running + sorted(set(candidates) - set(running))
     for conid in order:
         if len(plan.streamed) < limit:
             plan.streamed.append(conid)

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ib_async import IB, Contract, PnLSingle, Position, Ticker
@@ -36,11 +36,16 @@ from v6_positions.ib.handlers import HandlerDispatcher, PositionUpdateHandler
 from v6_positions.ib.holdings import Holding, HoldingKey, apply_pnl, holding_from_position
 from v6_positions.ib.lines import LineGrant
 from v6_positions.ib.queue_buffer import QueueBuffer
-from v6_positions.ib.routing import PRIORITY_DEFAULT, Held, RoutingReport, route
+from v6_positions.ib.risk import risk_score
+from v6_positions.ib.risk_inputs import combined_position, leg_risk_input
+from v6_positions.ib.rotation import LegStatus, RotationConfig, RotationScheduler, RotationSummary
+from v6_positions.ib.rotator import LineRotator
+from v6_positions.ib.routing import PRIORITY_DEFAULT, Held, RoutingPlan, RoutingReport, route
 from v6_positions.ib.session import IBSession, SessionConfig
 from v6_positions.ib.subscriptions import SubscriptionRegistry
 from v6_positions.ib.updates import PositionUpdate, update_from_holding, update_from_ticker
 from v6_positions.ib.valuations import ValuationSweep
+from v6_positions.ib.values import clean_price
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # A new stream that got neither IB's acceptance nor an error this long after its request is taken as held.
 CONFIRM_TIMEOUT_S = 5.0
+# How often the legs are ranked again while some rotate (greeks and prices move the risk scores).
+RERANK_INTERVAL_S = 10.0
 # How often unconfirmed new streams are checked for IB's acceptance (tickReqParams), only while there are any.
 CONFIRM_POLL_S = 0.01
 
@@ -98,6 +105,10 @@ class StreamStatus:
     registry_invalid_rows: int = 0  # rows skipped because they break the table's contract
     # HistoryWriter.stats() of the streamed_positions writer, when it has one.
     history: object | None = None
+    # Active legs that do not fit rotate through a pool of lines (issue 12); None when none rotate.
+    rotation: RotationSummary | None = None
+    rotation_legs: list[LegStatus] = field(default_factory=list)  # per leg: score, role, line, age
+    risk_scores: dict[int, float] = field(default_factory=dict)  # every streamable active leg's score
 
 class PositionStreamer:
     def __init__(
@@ -170,6 +181,22 @@ class PositionStreamer:
         self._unfit_order: list[int] = []
         self._stop: asyncio.Event | None = None
         self.fatal_error: str | None = None
+        # The rotating pool: active legs beyond the long-lived lines share `settings.rotation_lines` lines.
+        self.rotator: LineRotator | None = None
+        if settings.rotation_lines > 0:
+            config = RotationConfig(
+                floor_lines=settings.rotation_lines, flush_interval_s=settings.flush_interval_s
+            )
+            self.rotator = LineRotator(
+                self.ib,
+                RotationScheduler(config, time.monotonic),
+                self._on_rotation_quote,
+                generic_ticks=generic_ticks,
+                enabled=lambda: self._synced and self.session.connected,
+                on_full=self._on_rotation_full,
+            )
+        self._risk: dict[int, float] = {}
+        self._pool = 0  # lines the rotating pool may hold now (from the last route)
         self._wire_events()
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -186,6 +213,8 @@ class PositionStreamer:
             self.valuations.run(stop),
             self._confirm_loop(stop),
         ]
+        if self.rotator is not None:
+            loops.append(self._rotation_loop(stop))
         tasks = [asyncio.ensure_future(coro) for coro in loops]
         try:
             await stop.wait()
@@ -211,7 +240,7 @@ class PositionStreamer:
                 break
         return StreamStatus(
             connected=self.session.connected,
-            lines_in_use=self.subs.lines_in_use,
+            lines_in_use=self._lines_held(),
             line_budget=self.budget.available,
             streamed_conids=sorted(self.subs.live),
             queued_count=len(self._queued),
@@ -245,6 +274,9 @@ class PositionStreamer:
             registry_error=self._registry_error,
             registry_invalid_rows=len(self._registry_invalid),
             history=writer_stats,
+            rotation=self._rotation_summary(),
+            rotation_legs=self.rotator.scheduler.status() if self.rotator else [],
+            risk_scores=dict(self._risk),
         )
 
     @property
@@ -258,6 +290,8 @@ class PositionStreamer:
         The registry is read first: from reading `ib.positions()` to `_synced = True` nothing awaits, so no
         positionEvent can slip between the snapshot and the live handlers."""
         self.subs.connection_lost()  # ib_async dropped every Ticker on disconnect; IB freed the lines
+        if self.rotator is not None:
+            self.rotator.connection_lost()
         if not self._check_accounts():
             return
         try:
@@ -311,12 +345,16 @@ class PositionStreamer:
         self._synced = False
         self.synced_event.clear()
         self.subs.connection_lost()
+        if self.rotator is not None:
+            self.rotator.connection_lost()
 
     async def _on_data_lost(self) -> None:
         """1101: IB dropped every subscription but the socket stayed; request market data AND positions
         again (a position closed meanwhile is only noticed by what the fresh positions list lacks)."""
         async with self._lock:
             count = self.subs.replay(renew_live=True)
+            if self.rotator is not None:
+                self.rotator.connection_lost()  # the pool starts over with the next poll
         self._awaiting_confirmation.set()
         log.warning("re-subscribed %d streams after 1101", count)
         try:
@@ -341,6 +379,12 @@ class PositionStreamer:
     async def _shutdown(self) -> None:
         connected = self.session.connected
         cancelled = self.subs.clear(connected=connected)
+        if self.rotator is not None:
+            self.rotator.stop()
+            if connected:
+                cancelled += self.rotator.release_all()
+            else:
+                self.rotator.connection_lost()
         log.info("stopping: cancelled %d streams", cancelled)
         await self.session.close()  # no more events after this: everything received is in the dispatcher
         await self.dispatcher.drain_and_close()
@@ -364,10 +408,102 @@ class PositionStreamer:
                       f"(budget {self.budget.available}); other clients hold the rest, probing for more")
         else:
             reason = f"line budget {self.budget.available} is full"
-        return route(
+        rank = self._rank() if self.rotator is not None else None
+        plan = route(
             held, self._active, limit, self.stream_sec_types,
-            currently_streamed=self.subs.desired, demoted=self._demoted, full_reason=reason,
+            currently_streamed=self.subs.desired, demoted=self._demoted, full_reason=reason, rank=rank,
         )
+        self._pool = 0
+        if self.rotator is not None and plan.unfit and limit >= 2:
+            # Some active legs do not fit: a pool of lines rotates through them; the riskiest keep the rest.
+            self._pool = min(self.settings.rotation_lines, limit // 2)
+            reason = f"rotating through {self._pool} lines ({limit - self._pool} long-lived lines are full)"
+            plan = route(
+                held, self._active, limit - self._pool, self.stream_sec_types,
+                currently_streamed=self.subs.desired, demoted=self._demoted, full_reason=reason, rank=rank,
+            )
+        return plan
+
+    def _rank(self) -> dict[int, float]:
+        """Risk score of every held, streamable, active leg (`risk.py`): who gets the long-lived lines."""
+        positions: dict[int, list[float]] = {}
+        contracts: dict[int, Contract] = {}
+        for holding in self._holdings.values():
+            conid = holding.conid
+            if conid in self._active and holding.sec_type in self.stream_sec_types and holding.position:
+                positions.setdefault(conid, []).append(holding.position)
+                contracts.setdefault(conid, holding.contract)
+        now = datetime.now(UTC)
+        tickers = {
+            conid: self.subs.ticker(conid) or (self.rotator.ticker(conid) if self.rotator else None)
+            for conid in contracts
+        }
+        spots: dict[str, float] = {}  # the underlying price from any leg's greeks, for legs not quoted yet
+        for conid, ticker in tickers.items():
+            model = getattr(ticker, "modelGreeks", None)
+            spot = clean_price(model.undPrice) if model is not None else None
+            if spot is not None:
+                spots[contracts[conid].symbol] = spot
+        scores: dict[int, float] = {}
+        for conid, contract in contracts.items():
+            try:
+                leg = leg_risk_input(contract, combined_position(positions[conid]), tickers[conid])
+                if leg is not None and leg.spot is None and contract.symbol in spots:
+                    leg = replace(leg, spot=spots[contract.symbol])
+                scores[conid] = risk_score(leg, now).score if leg is not None else 0.0
+            except ValueError as exc:  # an odd contract is ranked last, never a reason to stop
+                log.debug("conid=%s not ranked: %s", conid, exc)
+                scores[conid] = 0.0
+        self._risk = scores
+        return scores
+
+    def _rotate(self, plan: RoutingPlan) -> None:
+        """Hand the legs that did not fit to the rotating pool (they stay queued too: the batch backs it)."""
+        if self.rotator is None:
+            return
+        legs: dict[int, Contract] = {}
+        for conid in plan.unfit if self._pool else ():
+            holding = self._holding_for(conid)
+            if holding is not None:
+                legs[conid] = stream_contract(holding.contract)
+        self.rotator.set_legs(legs, self._risk)
+        self.rotator.set_budget(self._pool)
+
+    def _rotation_summary(self) -> RotationSummary | None:
+        if self.rotator is None or not self.rotator.scheduler.legs:
+            return None
+        return self.rotator.scheduler.summary()
+
+    def _lines_held(self) -> int:
+        """Lines this stream holds at IB: long-lived streams plus the rotating pool's."""
+        return self.subs.lines_in_use + (self.rotator.lines_held() if self.rotator is not None else 0)
+
+    def _on_rotation_quote(self, conid: int, ticker: Ticker) -> None:
+        """A usable quote of a rotating leg: one row per holding, like a streamed tick."""
+        for holding in self._holdings_for(conid):
+            try:
+                self._submit(update_from_ticker(ticker, holding))
+            except Exception:
+                log.exception("could not build an update for rotating conid=%s; quote skipped", conid)
+
+    def _on_rotation_full(self) -> None:
+        """A rotation subscribe got 101: the account is full; cap the stream at what it holds."""
+        self.lines.refused(self._lines_held())
+        self._mark_dirty()
+
+    async def _rotation_loop(self, stop: asyncio.Event) -> None:
+        assert self.rotator is not None
+        task = asyncio.ensure_future(self.rotator.run())
+        try:
+            while not stop.is_set():  # re-rank now and then: quotes move the scores, the best keep the lines
+                try:
+                    await asyncio.wait_for(stop.wait(), RERANK_INTERVAL_S)
+                except TimeoutError:
+                    if self.rotator.scheduler.legs:
+                        self._mark_dirty()
+        finally:
+            self.rotator.stop()
+            await asyncio.gather(task, return_exceptions=True)
 
     def _reconcile_now(self) -> None:
         self._confirm_overdue()
@@ -408,6 +544,7 @@ class PositionStreamer:
                 self._stream_keys.setdefault(key[1], []).append(key)
         self._log_report_changes(plan.reports)
         self._unfit_order = [r.conid for r in plan.reports if r.kind == "over_budget"]
+        self._rotate(plan)
         self._schedule_wake()
 
     def _add_pending(self) -> bool:
@@ -424,6 +561,8 @@ class PositionStreamer:
         holding = self._holding_for(conid)
         if holding is None:
             return False
+        if self.rotator is not None:
+            self.rotator.release(conid)  # promoted from the pool: its rotating line goes first
         self.subs.add(conid, stream_contract(holding.contract), connected=True)
         log.info("stream requested: conid=%s %s", conid, _label(holding.contract))
         self._stream_keys[conid] = [key for key in self._holdings if key[1] == conid]
@@ -470,7 +609,7 @@ class PositionStreamer:
 
     def _confirmed(self, conid: int) -> None:
         if self.subs.confirm(conid):
-            self.lines.granted(self.subs.lines_in_use)
+            self.lines.granted(self._lines_held())
             self._advance()
 
     def _schedule_wake(self) -> None:
@@ -691,7 +830,7 @@ class PositionStreamer:
             # The account is full now (other clients hold the lines): not the contract's fault. The leg
             # waits queued at top priority and streams again as soon as a probe finds a free line.
             self.subs.remove(conid, connected=self.session.connected)  # no line was held
-            self.lines.refused(self.subs.lines_in_use)
+            self.lines.refused(self._lines_held())
             log.warning("101 on conid=%s: account full at IB; this stream holds %d lines, probing in %.1fs",
                         conid, self.subs.lines_in_use, self.lines.seconds_to_probe() or 0.0)
             self._mark_dirty()

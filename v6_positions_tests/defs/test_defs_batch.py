@@ -109,8 +109,9 @@ def test_live_stream_payloads_are_committed_and_marked_done(make_defs, instance,
     # One small event per committed contract, saying what it got; no per-key planned events.
     reported = run_materializations(instance, result.run_id)
     assert set(reported) == set(keys)
-    assert reported[keys[0]]["source"] == "batch" and reported[keys[0]]["market_price"] == 1.25
-    assert reported[keys[0]]["position"] == 3.0 and reported[keys[0]]["age_s"] >= 0
+    assert reported[keys[0]]["source"] == "queued payload" and reported[keys[0]]["market_price"] == 1.25
+    assert reported[keys[2]]["market_price"] is None  # the queued payload said: closed (position 0)
+    assert reported[keys[0]]["age_s"] >= 0
     assert "latest_rows" not in reported[keys[0]]
     planned = instance.get_records_for_run(
         result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED

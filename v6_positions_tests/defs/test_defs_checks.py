@@ -58,6 +58,7 @@ def test_every_check_passes_on_a_healthy_lake(make_defs, instance, lake_root, ad
     assert {name: e.passed for name, e in evaluations.items()} == {
         "lines_within_budget": True,
         "active_legs_fresh": True,
+        "rotating_legs_within_bound": True,
         "queue_backlog_age": True,
         "registry_legs_held": True,
         "registry_rows_valid": True,

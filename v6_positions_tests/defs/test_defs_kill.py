@@ -37,11 +37,16 @@ def stream_worker(
         "V6_IB_PORT": str(sim.port),
         "V6_FLUSH_INTERVAL_S": str(flush_interval_s),
     }
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log_path = Path(instance.root_directory) / f"stream-worker-{uuid.uuid4().hex[:8]}.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKER)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield worker
+    except AssertionError as failure:  # say what the worker said, not only what the test waited for
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+        raise AssertionError(f"{failure}\n--- stream worker log (tail) ---\n{tail}") from None
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)

@@ -49,6 +49,7 @@ def test_lineage_is_the_design_picture():
     assert checks == {
         "lines_within_budget",
         "active_legs_fresh",
+        "rotating_legs_within_bound",
         "queue_backlog_age",
         "registry_legs_held",
         "registry_rows_valid",

@@ -54,6 +54,7 @@ def test_every_run_setting_survives_the_trip_through_the_resources(tmp_path: Pat
         "flush_interval_s": 0.25,
         "history_retention_days": 30,
         "stream_buffer_cap": 500,
+        "rotation_lines": 3,
         "valuation_interval_s": 15.0,
     }
     # batch_cron shapes the schedule where the code location loads; it is not a run's setting.

@@ -96,12 +96,20 @@ def test_150_legs_on_100_lines_all_fresh_within_the_bound_riskiest_long_lived_pa
 
 def test_the_bound_is_cycle_time_plus_latency_plus_flush() -> None:
     sched, clock = _scheduler(150, 100, floor_lines=10, msg_rate=20.0, flush_interval_s=1.0)
-    Gateway(sched, clock, latency=0.2).run(15.0)
+    gateway = Gateway(sched, clock, latency=0.2)
+    gateway.run(40.0)  # past the warm-up: the last 15 s rotated at the full 10 legs/s
+    assert sched.observed_rate() == pytest.approx(10.0, abs=0.5)
     assert sched.latency_p95() == pytest.approx(0.2, abs=0.051)  # observed, not the 0.3 default
     latency = sched.latency_p95()
     # 60 rotating legs at min(10 lines / latency, 20 msg/s / 2 messages) = 10 legs per second
     assert sched.rotation_rate() == 10.0
     assert sched.bound_s() == pytest.approx(60 / (10.0 * 0.9) + latency + 1.0)
+    # a slower gateway than the pacing allows: the bound follows the achieved rate
+    gateway.latency = 2.0  # quotes now take 2 s: the pool grows, but rotation is slower meanwhile
+    gateway.run(10.0)
+    observed, summary = sched.observed_rate(), sched.summary()
+    assert observed is not None and observed < 0.9 * sched.rotation_rate()
+    assert summary.bound_s == pytest.approx(summary.overflow / observed + sched.latency_p95() + 1.0)
     # no overflow, no bound
     fits, _ = _scheduler(50, 100)
     assert fits.bound_s() is None and fits.pool_lines() == 0
