@@ -289,7 +289,10 @@ def simulate_day(day: Day, args: argparse.Namespace, open_at: datetime) -> dict[
             run_batches(day, schedule_tick(day, when))
             written["dagster_batches"] += 1
         else:
-            lake_batch(day, day.instance.get_dynamic_partitions("queued_contracts"))
+            keys = day.instance.get_dynamic_partitions("queued_contracts")
+            _, seconds = timed(lambda k=keys: lake_batch(day, k))
+            written.setdefault("first_lake_batch_ms", int(seconds * 1000))
+            written["last_lake_batch_ms"] = int(seconds * 1000)
             written["lake_batches"] += 1
     return written
 
@@ -361,6 +364,10 @@ def report(
         f"{'':38} {'start':>14} {'end':>14}",
     ]
     lines += [f"{name:38} {fmt(start):>14} {fmt(end):>14}" for name, fmt in ROWS]
+    if "first_lake_batch_ms" in written:
+        first, last = written["first_lake_batch_ms"] / 1000, written["last_lake_batch_ms"] / 1000
+        name = "lake work of a batch s (day's 1st/last)"
+        lines.append(f"{name:38} {first:>14.2f} {last:>14.2f}")
     batch, sensor = _ratio(start.batch_s, end.batch_s), _ratio(start.sensor_s, end.sensor_s)
     read = _ratio(start.read_ms, end.read_ms)
     lines.append(f"flat: batch {batch:.2f}, sensor {sensor:.2f}, read {read:.2f}")

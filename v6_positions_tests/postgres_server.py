@@ -37,6 +37,7 @@ SUPERUSER = "v6test"
 PASSWORD = "v6test"
 TEMPLATE_DB = "dagster_template"
 _START_TIMEOUT_S = 60.0
+_START_ATTEMPTS = 3
 # Settings of a cluster nobody needs after the process ends: no durability, no background noise.
 _SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
@@ -104,7 +105,7 @@ class _RunAs:
 
 @dataclass(slots=True)
 class PostgresServer:
-    """A running cluster; `database()` hands out fresh databases. Use `start_postgres()` to get one."""
+    """A running cluster; `create_database()` hands out fresh databases. Use `start_postgres()` to get one."""
 
     port: int
     root: Path
@@ -223,23 +224,32 @@ def start_postgres(settings: Mapping[str, str] | None = None) -> Iterator[Postgr
             run_as,
             "initdb",
         )  # fmt: skip
-        port = free_port()
-        options = {**_SERVER_SETTINGS, "port": str(port), "unix_socket_directories": str(socket_dir)}
-        options.update(settings or {})
-        cmd = [str(bin_dir / "postgres"), "-D", str(data)]
-        for key, value in options.items():
-            cmd += ["-c", f"{key}={value}"]
+        # If this process dies without tearing down (SIGKILL, a CI timeout), setpriv stops the server too.
+        setpriv = shutil.which("setpriv")
+        prefix = [setpriv, "--pdeathsig", "INT", "--"] if setpriv else []
+        base = [*prefix, str(bin_dir / "postgres"), "-D", str(data)]
         log_path = root / "server.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                cmd,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **run_as.popen_kwargs(),
-            )
-        server = PostgresServer(port=port, root=root, process=process, run_as=run_as)
-        _wait_ready(server, log_path)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            port = free_port()
+            options = {**_SERVER_SETTINGS, "port": str(port), "unix_socket_directories": str(socket_dir)}
+            options.update(settings or {})
+            cmd = base + [arg for key, value in options.items() for arg in ("-c", f"{key}={value}")]
+            with open(log_path, "wb") as log_file:
+                process = subprocess.Popen(
+                    cmd,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    **run_as.popen_kwargs(),
+                )
+            server = PostgresServer(port=port, root=root, process=process, run_as=run_as)
+            try:
+                _wait_ready(server, log_path)
+                break
+            except PostgresUnavailable:
+                # Another process may have taken the free port between the probe and the bind: try another.
+                if attempt == _START_ATTEMPTS or "could not bind" not in log_path.read_text():
+                    raise
         _create_dagster_template(server)
         log.info("postgres %s on 127.0.0.1:%s (data in %s)", bin_dir.parent.name, port, root)
         yield server

@@ -73,6 +73,11 @@ def status_line(status: StreamStatus) -> str:
         line += " COMPETING_SESSION(10197)"
     if status.partial_data:
         line += f" partial_data={len(status.partial_data)}"
+    rotation = status.rotation
+    if rotation is not None:  # active legs beyond the long-lived lines rotate through a pool (issue 12)
+        bound = "-" if rotation.bound_s is None else f"{rotation.bound_s:.1f}s"
+        oldest = "-" if rotation.max_age_s is None else f"{rotation.max_age_s:.1f}s"
+        line += f" rotating={rotation.overflow} pool={rotation.pool_lines} bound={bound} oldest={oldest}"
     line += f" valuation_sweeps={status.valuation_sweeps} unvalued={status.valuations_missing}"
     if status.registry_error:
         line += " REGISTRY_UNREADABLE(last known legs kept)"

@@ -1,5 +1,5 @@
 """What the stream knows about a leg, turned into `risk.LegRiskInput`: the held contract, its positions across
-accounts, and the newest ticker (IB's model greeks and underlying price) when it has one."""
+accounts, and IB's newest model greeks (with the underlying price) when it has any."""
 
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ def combined_position(positions: Iterable[float]) -> float:
 def leg_risk_input(
     contract: Contract,
     position: float,
-    ticker: Any | None = None,  # ib_async.Ticker (or None before any quote)
+    model: Any | None = None,  # ib_async.OptionComputation: the ticker's modelGreeks (None before any quote)
     underlying_move_sigma: float | None = None,
 ) -> LegRiskInput | None:
     """The risk inputs of one option leg; None for what the score does not rank (stocks, futures)."""
     if contract.secType not in RISK_SEC_TYPES:
         return None
     expiry = _expiry(contract.lastTradeDateOrContractMonth, contract.conId)
-    model = getattr(ticker, "modelGreeks", None) if ticker is not None else None
     return LegRiskInput(
         conid=int(contract.conId),
         right=str(contract.right or "").upper()[:1],

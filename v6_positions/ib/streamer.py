@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 # A new stream that got neither IB's acceptance nor an error this long after its request is taken as held.
 CONFIRM_TIMEOUT_S = 5.0
+# Time a Delta commit of streamed rows may take, counted into the rotation's staleness bound.
+COMMIT_ALLOWANCE_S = 0.5
+# Valuations per second of the reqPnLSingle sweep while the rotating pool also sends messages.
+SWEEP_PER_SECOND_WITH_ROTATION = 10
 # How often the legs are ranked again while some rotate (greeks and prices move the risk scores).
 RERANK_INTERVAL_S = 10.0
 # How often unconfirmed new streams are checked for IB's acceptance (tickReqParams), only while there are any.
@@ -155,7 +159,11 @@ class PositionStreamer:
         self.valuations = ValuationSweep(
             self.ib, self._queued_keys, self._on_valuation, lambda: self._synced and self.session.connected,
             interval_s=valuation_interval_s or settings.valuation_interval_s,
-            per_second=valuations_per_second,
+            # With the rotating pool on, the sweep leaves it room: 2 x 10 + the pool's 20 messages/s stay
+            # under ib_async's 45/s throttle, so no request (the heartbeat among them) waits in its queue.
+            per_second=valuations_per_second
+            if settings.rotation_lines == 0
+            else min(valuations_per_second, SWEEP_PER_SECOND_WITH_ROTATION),
         )
         self._holdings: dict[HoldingKey, Holding] = {}
         self._active: set[int] = set()
@@ -184,8 +192,10 @@ class PositionStreamer:
         # The rotating pool: active legs beyond the long-lived lines share `settings.rotation_lines` lines.
         self.rotator: LineRotator | None = None
         if settings.rotation_lines > 0:
+            # a quote's row is committed within a flush interval plus the commit itself
             config = RotationConfig(
-                floor_lines=settings.rotation_lines, flush_interval_s=settings.flush_interval_s
+                floor_lines=settings.rotation_lines,
+                flush_interval_s=settings.flush_interval_s + COMMIT_ALLOWANCE_S,
             )
             self.rotator = LineRotator(
                 self.ib,
@@ -196,6 +206,8 @@ class PositionStreamer:
                 on_full=self._on_rotation_full,
             )
         self._risk: dict[int, float] = {}
+        self._greeks: dict[int, object] = {}  # conid -> IB's newest model greeks (OptionComputation)
+        self._ranked_at = -math.inf
         self._pool = 0  # lines the rotating pool may hold now (from the last route)
         self._wire_events()
 
@@ -425,7 +437,10 @@ class PositionStreamer:
         return plan
 
     def _rank(self) -> dict[int, float]:
-        """Risk score of every held, streamable, active leg (`risk.py`): who gets the long-lived lines."""
+        """Risk score of every held, streamable, active leg (`risk.py`): who gets the long-lived lines.
+
+        Scores are recomputed every RERANK_INTERVAL_S only (a new leg is scored at once): between re-ranks the
+        long-lived set stays put, so lines never churn on every tick of drifting greeks."""
         positions: dict[int, list[float]] = {}
         contracts: dict[int, Contract] = {}
         for holding in self._holdings.values():
@@ -434,20 +449,32 @@ class PositionStreamer:
                 positions.setdefault(conid, []).append(holding.position)
                 contracts.setdefault(conid, holding.contract)
         now = datetime.now(UTC)
-        tickers = {
-            conid: self.subs.ticker(conid) or (self.rotator.ticker(conid) if self.rotator else None)
-            for conid in contracts
-        }
-        spots: dict[str, float] = {}  # the underlying price from any leg's greeks, for legs not quoted yet
-        for conid, ticker in tickers.items():
+        due = time.monotonic() - self._ranked_at >= RERANK_INTERVAL_S
+        if not due and contracts.keys() == self._risk.keys():
+            return self._risk
+        if due:
+            self._ranked_at = time.monotonic()
+        # IB's newest model greeks per leg, kept across streaming, rotating and waiting: a score must not jump
+        # back to "unknown, so at the money" whenever the leg's line changes hands.
+        for conid in contracts:
+            ticker = self.subs.ticker(conid) or (self.rotator.ticker(conid) if self.rotator else None)
             model = getattr(ticker, "modelGreeks", None)
-            spot = clean_price(model.undPrice) if model is not None else None
+            if model is not None:
+                self._greeks[conid] = model
+        for conid in [c for c in self._greeks if c not in contracts]:
+            del self._greeks[conid]
+        spots: dict[str, float] = {}  # the underlying price from any leg's greeks, for legs not quoted yet
+        for conid, model in self._greeks.items():
+            spot = clean_price(model.undPrice)
             if spot is not None:
                 spots[contracts[conid].symbol] = spot
         scores: dict[int, float] = {}
         for conid, contract in contracts.items():
+            if not due and conid in self._risk:
+                scores[conid] = self._risk[conid]
+                continue
             try:
-                leg = leg_risk_input(contract, combined_position(positions[conid]), tickers[conid])
+                leg = leg_risk_input(contract, combined_position(positions[conid]), self._greeks.get(conid))
                 if leg is not None and leg.spot is None and contract.symbol in spots:
                     leg = replace(leg, spot=spots[contract.symbol])
                 scores[conid] = risk_score(leg, now).score if leg is not None else 0.0
@@ -785,8 +812,11 @@ class PositionStreamer:
             self.queue_buffer.put(holding, PRIORITY_DEFAULT, force=True)
 
     def _queued_keys(self) -> list[HoldingKey]:
-        """Holdings the valuation sweep refreshes: every queued one, most urgent first."""
-        return sorted(self._queued, key=lambda key: (self._queued[key], key))
+        """Holdings the valuation sweep refreshes: every queued one, most urgent first (rotating legs get
+        fresh quotes from the pool and are left out)."""
+        rotating = self.rotator.contracts if self.rotator is not None else {}
+        keys = [key for key in self._queued if key[1] not in rotating]
+        return sorted(keys, key=lambda key: (self._queued[key], key))
 
     def _on_valuation(self, key: HoldingKey, pnl: PnLSingle) -> bool:
         holding = self._holdings.get(key)

@@ -18,6 +18,7 @@ import polars as pl
 
 from v6_positions.lake.errors import InvalidRowError, LakeError
 from v6_positions.lake.positions import PositionsBook
+from v6_positions.lake.properties import ensure_properties
 from v6_positions.lake.rows import PositionRow, history_frame, validated_record, validated_records
 from v6_positions.lake.schemas import HISTORY_TABLES, spec_for
 from v6_positions.lake.tables import TableHandle, retry_on_conflict
@@ -34,7 +35,9 @@ DEFAULT_BUFFER_CAP = 100_000
 
 def _append(handle: TableHandle, frame: pl.DataFrame) -> int:
     def write() -> None:
-        frame.write_delta(handle.latest(create=True), mode="append")
+        table = handle.latest(create=True)
+        ensure_properties(table, spec_for(handle.name))  # in memory after the first time
+        frame.write_delta(table, mode="append")
 
     retry_on_conflict(write, what=f"{handle.name} append of {frame.height} rows")
     return frame.height

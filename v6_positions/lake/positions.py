@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Compact `positions` once a merge leaves more live files than this: reads stay one or two files.
 COMPACT_ABOVE_FILES = 8
+# Every merge rewrites the files it touches; a long-lived writer vacuums the replaced ones this often
+# (older than the table's 15-minute deletedFileRetentionDuration), so the directory stays bounded.
+VACUUM_EVERY_MERGES = 900
 
 _CREATE_ATTEMPTS = 6  # ~0.6 s of waiting for a concurrent creator
 _KEYS = ["account", "conid"]
@@ -86,8 +89,15 @@ class PositionsBook:
     may merge at once: a lost commit race is re-run against the winner's version, so nothing is lost.
     """
 
-    def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root_uri: str,
+        storage_options: dict[str, str] | None = None,
+        vacuum_every: int = VACUUM_EVERY_MERGES,
+    ) -> None:
         self._handle = TableHandle(root_uri, POSITIONS.name, storage_options)
+        self.vacuum_every = vacuum_every
+        self.vacuumed = 0
         self._properties_checked = False
         self.merges = 0
         self.compactions = 0
@@ -131,7 +141,17 @@ class PositionsBook:
         changed, table = retry_on_conflict(merge, what=f"positions merge of {source.height} rows")
         self.merges += 1
         self._compact_if_fragmented(table)
+        if self.vacuum_every and self.merges % self.vacuum_every == 0:
+            self._vacuum(table)
         return changed
+
+    def _vacuum(self, table: DeltaTable) -> None:
+        try:  # best effort, like compaction: maintenance vacuums on its schedule anyway
+            removed = table.vacuum(retention_hours=None, dry_run=False, enforce_retention_duration=True)
+        except Exception as exc:
+            log.warning("positions: vacuum failed (maintenance will retry): %s", exc)
+            return
+        self.vacuumed += len(removed)
 
     def _compact_if_fragmented(self, table: DeltaTable) -> None:
         if len(table.file_uris()) <= COMPACT_ABOVE_FILES:

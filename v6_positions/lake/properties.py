@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def missing_properties(table: DeltaTable, spec: TableSpec) -> dict[str, str]:
+    """The spec's properties the table does not set at all (a value someone chose is left alone)."""
     configuration = table.metadata().configuration
-    return {key: value for key, value in spec.properties.items() if configuration.get(key) != value}
+    return {key: value for key, value in spec.properties.items() if key not in configuration}
 
 
 def ensure_properties(table: DeltaTable, spec: TableSpec) -> None:

@@ -437,7 +437,7 @@ class PositionQueue:
                     log.info(
                         "position_queue: no change feed from version %d (%s); reading it all", version, exc
                     )
-            return current, frame_of(table, POSITION_QUEUE)
+            return current, frame_of(table, POSITION_QUEUE).sort(["account", "conid"])
 
     def keys(self, status: str | None = None) -> list[Key]:
         frame = self._with_status(status).sort(["account", "conid"])

@@ -110,8 +110,14 @@ POSITION_QUEUE = TableSpec(
     },
     keys=("account", "conid"),
     # The change data feed lets a sensor read only the rows changed since its cursor; checkpoints every
-    # 10 commits keep opening the table cheap although every stream and batch step MERGEs into it.
-    properties={"delta.enableChangeDataFeed": "true", "delta.checkpointInterval": "10"},
+    # 10 commits keep opening the table cheap although every stream and batch step MERGEs into it. Every
+    # MERGE rewrites files: the log forgets removed files after a day (else checkpoints grow all week).
+    properties={
+        "delta.enableChangeDataFeed": "true",
+        "delta.checkpointInterval": "10",
+        "delta.deletedFileRetentionDuration": "interval 1 days",
+        "delta.logRetentionDuration": "interval 2 days",
+    },
 )
 
 # Fields of one position observation (PositionRow), in order. Prices and greeks are IB's, per share of ONE
@@ -153,6 +159,12 @@ def _history_spec(name: str) -> TableSpec:
         columns={**POSITION_ROW_COLUMNS, "written_at": UTC_TIMESTAMP, "event_date": pl.Date()},
         keys=("account", "conid"),
         partition_by=("event_date",),
+        # Append-only: a removed file is only ever a compaction input whose rows live on in the compacted
+        # file, so the log may forget it after a day; ~one commit per second must not keep a month of log.
+        properties={
+            "delta.deletedFileRetentionDuration": "interval 1 days",
+            "delta.logRetentionDuration": "interval 2 days",
+        },
     )
 
 
@@ -169,8 +181,14 @@ POSITIONS = TableSpec(
         "refreshed_at": UTC_TIMESTAMP,
     },
     keys=("account", "conid"),
-    # Merged into once per stream flush: frequent checkpoints keep a fresh open (and a read) in ~10 ms.
-    properties={"delta.checkpointInterval": "10"},
+    # Merged into once per stream flush, and each merge rewrites the book's file: frequent checkpoints keep
+    # a fresh open cheap, and removed files are forgotten (and vacuumed by the writers) after 15 minutes,
+    # so neither the checkpoint nor the directory grows with the day. Readers hold a snapshot for ms.
+    properties={
+        "delta.checkpointInterval": "10",
+        "delta.deletedFileRetentionDuration": "interval 15 minutes",
+        "delta.logRetentionDuration": "interval 1 days",
+    },
 )
 
 TABLES: dict[str, TableSpec] = {

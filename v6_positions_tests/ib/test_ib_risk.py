@@ -138,7 +138,7 @@ def test_stream_inputs_take_ibs_model_greeks_and_clean_its_sentinels() -> None:
     ticker.modelGreeks = OptionComputation(
         0, impliedVol=0.18, delta=0.31, optPrice=2.5, gamma=-2.0, vega=0.4, theta=-0.4, undPrice=603.0
     )
-    leg = leg_risk_input(contract, -10, ticker)
+    leg = leg_risk_input(contract, -10, ticker.modelGreeks)
     assert leg is not None
     assert (leg.spot, leg.implied_vol, leg.delta, leg.gamma) == (603.0, 0.18, 0.31, None)  # -2 gamma: missing
     assert (leg.expiry, leg.multiplier, leg.right, leg.position) == (NEAR, 100.0, "C", -10.0)

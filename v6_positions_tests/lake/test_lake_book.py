@@ -16,12 +16,15 @@ from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
 from v6_positions.lake.positions import (
     COMPACT_ABOVE_FILES,
+    PositionsBook,
     apply_to_positions,
     build_positions,
     read_positions,
     refresh_positions,
 )
-from v6_positions.lake.schemas import HISTORY_TABLES
+from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.rows import history_frame, validated_records
+from v6_positions.lake.schemas import HISTORY_TABLES, spec_for
 from v6_positions.lake.tables import read_table
 
 
@@ -191,3 +194,36 @@ def test_apply_to_positions_replays_rows_and_refuses_bad_ones_whole(lake: Lake) 
     with pytest.raises(InvalidRowError, match=r"positions row 1: conid=-5"):
         apply_to_positions(root, bad, options)
     assert _book(lake)["conid"].to_list() == [1, 2]
+
+
+def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake) -> None:
+    """Each merge rewrites the book's file: removed files must leave the log and the storage, not pile up."""
+    root, options = lake.root, lake.options
+    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")], options)
+    PositionQueue(root, options).insert(1, "SPY", account="A")
+    config = {
+        name: DeltaTable(lake.uri(name), storage_options=options).metadata().configuration
+        for name in ("positions", "streamed_positions", "position_queue")
+    }
+    assert config["positions"]["delta.deletedFileRetentionDuration"] == "interval 15 minutes"
+    assert config["positions"]["delta.logRetentionDuration"] == "interval 1 days"
+    assert config["streamed_positions"]["delta.deletedFileRetentionDuration"] == "interval 1 days"
+    assert config["position_queue"]["delta.enableChangeDataFeed"] == "true"
+
+    # A value someone chose is kept (here: files may go at once), and the writer's vacuum honours it.
+    table = DeltaTable(lake.uri("positions"), storage_options=options)
+    table.alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 seconds"})
+    book = PositionsBook(root, options, vacuum_every=4)
+    for n in range(1, 9):  # eight newer observations: eight rewrites of the book's file
+        book.apply(_history(lake, [_row("A", 1, float(n), -n, "stream")]))
+    table = DeltaTable(lake.uri("positions"), storage_options=options)
+    assert table.metadata().configuration["delta.deletedFileRetentionDuration"] == "interval 0 seconds"
+    assert book.vacuumed >= 4
+    data_files = [name for name in lake.files("positions") if name.endswith(".parquet") and "/" not in name]
+    assert len(data_files) <= 4  # the live file plus those replaced since the last vacuum
+    assert read_positions(root, options)["position"].to_list() == [8.0]
+
+
+def _history(lake: Lake, rows: list[PositionRow]) -> pl.DataFrame:
+    records = validated_records("positions", rows)
+    return history_frame(records, spec_for("streamed_positions"), datetime.now(UTC))

@@ -11,7 +11,7 @@ from lake_helpers import Lake
 
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.schemas import POSITION_QUEUE
-from v6_positions.lake.tables import conform, ensure_table
+from v6_positions.lake.tables import conform
 
 
 def _queue(lake: Lake, **kwargs: object) -> PositionQueue:
@@ -99,20 +99,23 @@ def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) ->
 
 
 def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> None:
-    # A queue table from before this version: no change data feed property.
-    table = ensure_table(lake.root, "position_queue", lake.options)
+    # A queue table from before this version (no change data feed): created with row 1, then row 2 appended.
+    def old_rows(conid: int) -> pl.DataFrame:
+        frame = pl.DataFrame({"account": ["A"], "conid": [conid], "symbol": ["SPY"], "status": ["pending"]})
+        return conform(frame, POSITION_QUEUE)
+
+    old_rows(1).write_delta(lake.uri("position_queue"), storage_options=lake.options)
+    old_rows(2).write_delta(lake.uri("position_queue"), mode="append", storage_options=lake.options)
+    table = DeltaTable(lake.uri("position_queue"), storage_options=lake.options)
     assert "delta.enableChangeDataFeed" not in table.metadata().configuration
-    old = PositionQueue(lake.root, lake.options)
-    old_rows = pl.DataFrame(
-        {"account": ["A", "A"], "conid": [1, 2], "symbol": ["SPY", "SPY"], "status": ["pending"] * 2}
-    )
-    conform(old_rows, POSITION_QUEUE).write_delta(table, mode="append")
-    cursor_from_before = 0  # saw the empty table; version 1 (rows 1, 2) predates the feed
-    old.insert(3, "SPY", account="A")  # the first use turns the feed on
+    queue = PositionQueue(lake.root, lake.options)
+    queue.insert(3, "SPY", account="A")  # the first use turns the feed on (version 2), then merges (3)
     table = DeltaTable(lake.uri("position_queue"), storage_options=lake.options)
     assert table.metadata().configuration["delta.enableChangeDataFeed"] == "true"
-    version, rows = old.changes_since(cursor_from_before)  # predates the feed: one full read
-    assert version == old.version() and rows["conid"].to_list() == [1, 2, 3]
-    assert old.changes_since(1)[1]["conid"].to_list() == [3]  # from the version that turned it on: the feed
-    old.insert(4, "SPY", account="A")
-    assert old.changes_since(version)[1]["conid"].to_list() == [4]
+    # Commits from before the feed still count: the append of row 2 (version 1) is a change after version 0.
+    version, rows = queue.changes_since(0)
+    assert version == queue.version() == 3 and rows["conid"].to_list() == [2, 3]
+    assert queue.changes_since(-1)[1]["conid"].to_list() == [1, 2, 3]
+    assert queue.changes_since(1)[1]["conid"].to_list() == [3]  # from the version that turned it on: the feed
+    queue.insert(4, "SPY", account="A")
+    assert queue.changes_since(version)[1]["conid"].to_list() == [4]
