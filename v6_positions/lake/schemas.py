@@ -111,12 +111,13 @@ POSITION_QUEUE = TableSpec(
     keys=("account", "conid"),
     # The change data feed lets a sensor read only the rows changed since its cursor; checkpoints every
     # 10 commits keep opening the table cheap although every stream and batch step MERGEs into it. Every
-    # MERGE rewrites files: the log forgets removed files after a day (else checkpoints grow all week).
+    # MERGE rewrites files: the log forgets removed files after a day (else checkpoints grow all week), and
+    # keeps an hour of commits (a local open lists them all); a sensor cursor older than that reads once.
     properties={
         "delta.enableChangeDataFeed": "true",
         "delta.checkpointInterval": "10",
         "delta.deletedFileRetentionDuration": "interval 1 days",
-        "delta.logRetentionDuration": "interval 2 days",
+        "delta.logRetentionDuration": "interval 1 hours",
     },
 )
 
@@ -160,10 +161,11 @@ def _history_spec(name: str) -> TableSpec:
         keys=("account", "conid"),
         partition_by=("event_date",),
         # Append-only: a removed file is only ever a compaction input whose rows live on in the compacted
-        # file, so the log may forget it after a day; ~one commit per second must not keep a month of log.
+        # file, so the log may forget it after an hour; ~one commit per second must not keep a month of log
+        # (every open lists the log directory, every checkpoint carries the removed files).
         properties={
-            "delta.deletedFileRetentionDuration": "interval 1 days",
-            "delta.logRetentionDuration": "interval 2 days",
+            "delta.deletedFileRetentionDuration": "interval 1 hours",
+            "delta.logRetentionDuration": "interval 1 hours",
         },
     )
 
@@ -187,7 +189,7 @@ POSITIONS = TableSpec(
     properties={
         "delta.checkpointInterval": "10",
         "delta.deletedFileRetentionDuration": "interval 15 minutes",
-        "delta.logRetentionDuration": "interval 1 days",
+        "delta.logRetentionDuration": "interval 15 minutes",
     },
 )
 

@@ -67,9 +67,11 @@ def test_150_legs_on_100_lines_all_quoted_within_the_bound_riskiest_long_lived_n
                 now = time.monotonic()
                 worst = max(worst, max(now - last_quote[c] for c in contracts))
             assert worst <= bound, (worst, bound)
-            riskiest = sorted(scores, key=scores.get, reverse=True)[:90]
+            # the riskiest hold the long-lived lines: 90, or a few less when a slow (loaded) loop made the
+            # pool grow to keep the message rate busy
             longs = {s.conid for s in sched.status() if s.role == Role.LONG.value}
-            assert longs == set(riskiest)
+            assert 80 <= len(longs) <= 90
+            assert longs == set(sorted(scores, key=scores.get, reverse=True)[: len(longs)])
             stats = sim.stats()
             by_client = stats["lines_by_client"]
             assert by_client["10"] <= 100 and stats["max_lines_in_use"] <= 100

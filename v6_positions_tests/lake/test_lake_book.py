@@ -206,8 +206,8 @@ def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake
         for name in ("positions", "streamed_positions", "position_queue")
     }
     assert config["positions"]["delta.deletedFileRetentionDuration"] == "interval 15 minutes"
-    assert config["positions"]["delta.logRetentionDuration"] == "interval 1 days"
-    assert config["streamed_positions"]["delta.deletedFileRetentionDuration"] == "interval 1 days"
+    assert config["positions"]["delta.logRetentionDuration"] == "interval 15 minutes"
+    assert config["streamed_positions"]["delta.deletedFileRetentionDuration"] == "interval 1 hours"
     assert config["position_queue"]["delta.enableChangeDataFeed"] == "true"
 
     # A value someone chose is kept (here: files may go at once), and the writer's vacuum honours it.
