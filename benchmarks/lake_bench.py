@@ -356,12 +356,22 @@ def bench_day(root: str, hours: float, results: list[tuple[str, str]]) -> None:
     probe.queue.insert_many(_queue_items(range(1, CONTRACTS + 1)))
     write_rows(day, "queued_positions", _book_rows(range(1, CONTRACTS + 1), "batch", datetime.now(UTC), 1.0))
     start = probe.measure()
-    # The day runs ~100x faster than real time, so the book's 15-minute file retention shrinks alike:
-    # removed files (one per merge) then age out of the checkpoint as they would in a real day.
-    compressed = "interval 10 seconds"
-    book = DeltaTable(f"{day}/positions")
-    book.alter.set_table_properties({"delta.deletedFileRetentionDuration": compressed})
-    results.append(("positions file retention during the day", f"{compressed} (15 minutes / ~100)"))
+    # The day runs ~100x faster than real time, so the tables' retentions shrink alike: removed files and old
+    # commits then leave the checkpoint and the log as they would during a real day.
+    compressed = {
+        "positions": {
+            "delta.deletedFileRetentionDuration": "interval 9 seconds",
+            "delta.logRetentionDuration": "interval 9 seconds",
+        },
+        "streamed_positions": {
+            "delta.deletedFileRetentionDuration": "interval 36 seconds",
+            "delta.logRetentionDuration": "interval 36 seconds",
+        },
+        "position_queue": {"delta.logRetentionDuration": "interval 36 seconds"},
+    }
+    for name, properties in compressed.items():
+        DeltaTable(f"{day}/{name}").alter.set_table_properties(properties)
+    results.append(("retentions during the compressed day", "15 min -> 9 s, 1 h -> 36 s (real / ~100)"))
     _simulate_day(day, probe, hours, results)
     end = probe.measure()
     width = max(len(name) for name in start)

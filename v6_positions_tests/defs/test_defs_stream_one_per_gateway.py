@@ -1,12 +1,14 @@
 """One stream run per gateway whatever launches it: runs of the stream job launched from the Launchpad
 (GraphQL, no tags given) or re-executed from a stream run wait in the queue of an instance configured like
-deploy/local/dagster.yaml while another one holds the gateway — no sensor involved.
+deploy/local/dagster.yaml while another one holds the gateway — no sensor involved; and a run that escaped
+the queue (its tag edited away) does not connect while an older stream run of its gateway is alive.
 
 The run coordinator and its daemon are Dagster's own; only the run launcher is Dagster's test launcher, which
 records a launch instead of starting a process (nothing here needs a stream to run)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from v6_positions.definitions import defs
 from v6_positions.defs.heartbeat import (
     GATEWAY_TAG,
     HEARTBEAT_TAG,
+    RELEASED_TAG,
     STREAM_JOB_NAME,
     judge_stream_runs,
     write_heartbeat,
@@ -152,3 +155,28 @@ def test_stream_runs_from_the_launchpad_and_reexecution_are_capped_by_the_gatewa
     dequeue(workspace)
     dequeue(workspace)
     assert sorted(s.value for s in statuses(instance, second, child)) == ["QUEUED", "STARTING"]
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_run_that_escaped_the_queue_does_not_connect_while_an_older_one_streams(
+    sim, make_defs, instance, add_stream_run
+):
+    """A run started with its gateway tag edited away (so no queue held it back) finds the older live stream
+    run of its gateway and stops before connecting: the gateway never sees it."""
+    gateway = f"127.0.0.1:{sim.port}"
+    older = add_stream_run(gateway, heartbeat=time.time())
+    job = make_defs(sim.port).resolve_job_def(STREAM_JOB_NAME)
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"stream_positions": {"config": {"duration_s": 30.0}}}},
+        tags={GATEWAY_TAG: "edited-away"},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert f"stream run {older.run_id} already streams from {gateway}" in str(failure.step_failure_data.error)
+    stats = sim.stats()
+    assert stats["connections_accepted"] == 0 and stats["max_lines_in_use"] == 0
+    run = instance.get_run_by_id(result.run_id)
+    assert run.tags[GATEWAY_TAG] == gateway  # put back, so supervision and checks see the run
+    assert run.tags[RELEASED_TAG] == run.run_id  # nothing to wait for: it never connected
