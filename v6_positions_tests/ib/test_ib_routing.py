@@ -107,3 +107,15 @@ def test_error_sets():
     assert errors.describe(101) == "max_tickers" and errors.describe(10090) == "partial_market_data"
     assert errors.describe(326) == "client_id_in_use"
     assert errors.describe(99999) == "other"
+
+
+def test_with_risk_ranks_the_riskiest_get_the_lines_and_a_running_stream_keeps_its_line_within_the_ratio():
+    book = [held(c) for c in (1, 2, 3, 4)]
+    rank = {1: 10.0, 2: 40.0, 3: 30.0, 4: 20.0}
+    plan = route(book, {1, 2, 3, 4}, 2, rank=rank)
+    assert plan.streamed == [2, 3] and sorted(plan.unfit) == [1, 4]
+    # 4 runs: 20 x 1.5 = 30 ties 3's 30 and the running stream keeps its line; 2 (40) still beats both
+    assert route(book, {1, 2, 3, 4}, 2, rank=rank, currently_streamed=[4]).streamed == [2, 4]
+    # clearly riskier (1.5x the running leg's score and more) takes the line
+    rank[3] = 31.0
+    assert route(book, {1, 2, 3, 4}, 2, rank=rank, currently_streamed=[4]).streamed == [2, 3]

@@ -1,4 +1,4 @@
-"""Connecting the real ib_async client: startup completes fast; positions and portfolio mirror the book."""
+"""Connecting the real ib_async client: every startup request is answered; positions and portfolio mirror the book."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from v6_positions.simulator import SimulatorThread, book_from_dict, demo_strateg
 from v6_positions.simulator.book import BookError, third_fridays
 
 
-def test_connect_one_account_is_fast_and_positions_equal_the_book(sim) -> None:
+# Startup "completes" means every request ib_async makes at connect was answered: connect_ib passes
+# raiseSyncErrors=True, so one unanswered request fails the connect. How fast is the benchmarks' business.
+def test_connect_one_account_completes_and_positions_equal_the_book(sim) -> None:
     async def main() -> None:
-        started = time.perf_counter()
         ib = await connect_ib(sim.port)
-        elapsed = time.perf_counter() - started
         try:
-            assert elapsed < 1.0
             assert ib.managedAccounts() == ["DU1000001"]
             got = {(p.account, p.contract.conId): (p.position, p.avgCost) for p in ib.positions()}
             want = {key: (p.position, p.avg_cost) for key, p in sim.book.positions.items()}
@@ -108,10 +107,8 @@ def test_connect_with_several_accounts() -> None:
     )
 
     async def main(port: int) -> None:
-        started = time.perf_counter()
         ib = await connect_ib(port, client_id=5, account="DU2000002")
         try:
-            assert time.perf_counter() - started < 1.0
             assert ib.managedAccounts() == ["DU2000001", "DU2000002", "DU2000003"]
             assert {p.contract.conId for p in ib.positions()} == {1, 2, 756733}
             assert {i.contract.conId for i in ib.portfolio()} == {2, 756733}
@@ -122,11 +119,9 @@ def test_connect_with_several_accounts() -> None:
             assert all(value > 0 for value in net_liq.values())
         finally:
             ib.disconnect()
-        # without account= and with several accounts ib_async skips reqAccountUpdates, still connects fast
-        started = time.perf_counter()
+        # without account= and with several accounts ib_async skips reqAccountUpdates; startup still completes
         ib = await connect_ib(port, client_id=6)
         try:
-            assert time.perf_counter() - started < 1.0
             assert ib.portfolio() == []
         finally:
             ib.disconnect()
