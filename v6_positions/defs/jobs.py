@@ -42,7 +42,12 @@ class MaintenanceConfig(dg.Config):
 
 @dg.op(description="Compact, checkpoint and vacuum every Delta table of the lake.")
 def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> None:
-    stats = maintain(lake.root_uri, lake.storage_options, retention_hours=config.retention_hours)
+    stats = maintain(
+        lake.root_uri,
+        lake.storage_options,
+        retention_hours=config.retention_hours,
+        history_retention_days=lake.history_retention_days,
+    )
     for table, table_stats in stats.items():
         context.log.info(f"{table}: {table_stats}")
 

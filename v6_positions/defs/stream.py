@@ -320,6 +320,7 @@ def stream_positions(
         "streamed_positions",
         settings.lake_storage_options or None,
         flush_interval_s=settings.flush_interval_s,
+        buffer_cap=settings.stream_buffer_cap,
     )
     latest = _LatestRows()
     reporter = _Reporter(context, supervision, writer, latest)

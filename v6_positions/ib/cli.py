@@ -102,7 +102,11 @@ async def _stream(
 ) -> int:
     storage = settings.lake_storage_options or None
     writer = HistoryWriter(
-        settings.lake_uri, "streamed_positions", storage, flush_interval_s=settings.flush_interval_s
+        settings.lake_uri,
+        "streamed_positions",
+        storage,
+        flush_interval_s=settings.flush_interval_s,
+        buffer_cap=settings.stream_buffer_cap,
     )
     streamer = PositionStreamer(
         settings,
