@@ -1,4 +1,5 @@
-"""Connecting the real ib_async client: every startup request is answered; positions and portfolio mirror the book."""
+"""Connecting the real ib_async client: every startup request is answered; positions and portfolio mirror
+the book."""
 
 from __future__ import annotations
 
