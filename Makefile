@@ -39,7 +39,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/lake_bench.py
 	$(PY) benchmarks/simulator_bench.py
 	$(PY) benchmarks/stream_bench.py
+	$(PY) benchmarks/coexistence_bench.py
+	$(PY) benchmarks/rotation_bench.py
 	$(PY) benchmarks/dagster_bench.py
+	$(PY) benchmarks/day_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data
