@@ -28,14 +28,12 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +58,7 @@ from v6_positions.simulator import SimulatorThread
 from v6_positions.simulator.book import generated_book
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v6_positions_tests"))
+from dagster_bench import environment, timed  # noqa: E402  (this folder is on sys.path when run as a script)
 from postgres_server import PostgresUnavailable, start_postgres  # noqa: E402
 
 T = TypeVar("T")
@@ -67,26 +66,6 @@ ACCOUNT = "DU9000001"
 SYMBOLS = ("SPY", "QQQ", "IWM", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
 # dagster-postgres inserts a run's per-partition materializations in batches of this size (SQLite ignores it).
 EVENT_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - started
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass(slots=True)
