@@ -125,6 +125,8 @@ def test_a_second_stream_on_the_same_client_id_waits_and_takes_no_line(sim, kit)
         first_stop = asyncio.Event()
         first_task = asyncio.create_task(first.run(first_stop))
         await kit.until(lambda: first.status().synced and first.status().lines_in_use == 2)
+        # The streamer counts a line when it sends reqMktData; the gateway counts it when the request arrives.
+        await kit.until(lambda: sim.stats()["lines_by_client"] == {"20": 2}, what="2 lines at the gateway")
         async with kit.running(second):
             await kit.until(lambda: second.status().client_id_waits >= 3, what="second waits on 326")
             status = second.status()
@@ -138,7 +140,9 @@ def test_a_second_stream_on_the_same_client_id_waits_and_takes_no_line(sim, kit)
             await kit.until(lambda: second.status().synced and second.status().lines_in_use == 2,
                             what="second takes over on the same id")
             assert second.status().client_id == 20 and not second.status().waiting_for_client_id
-            assert sim.stats()["lines_by_client"] == {"20": 2}
+            await kit.until(
+                lambda: sim.stats()["lines_by_client"] == {"20": 2}, what="2 lines of the second"
+            )
 
     asyncio.run(scenario())
     assert sim.stats()["errors_by_client"]["20"]["326"] >= 3
