@@ -1,7 +1,7 @@
 """A trading day at 10,000 contracts: is the Dagster side's cost flat in history? (figures, not a timed test)
 
-Per storage (the embedded SQLite instance, and PostgreSQL on a throwaway server), on real Delta tables in a
-temp dir and a temporary Dagster instance:
+Per storage (the embedded SQLite instance as deploy/local/dagster.yaml configures it, and PostgreSQL on a
+throwaway server), on real Delta tables in a temp dir and a temporary Dagster instance:
 
   start of day  the real stream (PositionStreamer, unmodified ib_async) runs against the gateway simulator
                 with `--legs` active legs for `--stream-seconds`, then `--contracts` contracts are queued;
@@ -55,16 +55,17 @@ from v6_positions.lake.rows import POSITION_ROW_COLUMNS
 from v6_positions.lake.schemas import spec_for
 from v6_positions.lake.tables import conform, ensure_table
 from v6_positions.simulator import SimulatorThread
-from v6_positions.simulator.book import generated_book
+from v6_positions.simulator.demo_books import generated_book
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v6_positions_tests"))
-from dagster_bench import environment, timed  # noqa: E402  (this folder is on sys.path when run as a script)
+from dagster_bench import environment, instance_storage, timed  # noqa: E402  (this folder is on sys.path)
 from postgres_server import PostgresUnavailable, start_postgres  # noqa: E402
 
 T = TypeVar("T")
 ACCOUNT = "DU9000001"
 SYMBOLS = ("SPY", "QQQ", "IWM", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
-# dagster-postgres inserts a run's per-partition materializations in batches of this size (SQLite ignores it).
+# Batch runs store their per-partition materializations in batches of this size: dagster-postgres natively,
+# SQLite through deploy/local/dagster.yaml's BatchedSqliteStorage (what `make demo` runs on).
 EVENT_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
@@ -281,7 +282,7 @@ def bench_storage(storage: str, args: argparse.Namespace, postgres) -> tuple[Mom
         lake = stack.enter_context(tempfile.TemporaryDirectory(prefix="day_bench_lake_"))
         home = stack.enter_context(tempfile.TemporaryDirectory(prefix="day_bench_home_"))
         stack.enter_context(environment(EVENT_ENV))
-        overrides = {"storage": postgres.dagster_storage()} if postgres is not None else None
+        overrides = instance_storage(postgres, "tuned", home)
         instance = stack.enter_context(dg.instance_for_test(overrides, temp_dir=home))
         sim = stack.enter_context(SimulatorThread(generated_book(args.book), max_lines=100))
         legs = register_legs(lake, sim.port, args.legs)
@@ -367,7 +368,7 @@ def main() -> int:
     parser.add_argument("--tick-seconds", type=float, default=1.0)
     parser.add_argument("--commit-minutes", type=float, default=30.0)
     parser.add_argument("--push-minutes", type=float, default=30.0)
-    parser.add_argument("--dagster-batches", type=int, default=1)
+    parser.add_argument("--dagster-batches", type=int, default=4)
     parser.add_argument("--stream-seconds", type=float, default=5.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
