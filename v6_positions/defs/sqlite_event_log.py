@@ -23,6 +23,7 @@ switch between this and `storage: sqlite` freely.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,13 +63,18 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 self.store_event(event)
             return
         held: dict[str, tuple[Any, Connection]] = {}
+        latest: dict[tuple[str, str], tuple[int, EventLogEntry, int]] = {}
         # The lock Dagster takes per connection is taken once for the batch: other threads of this process
         # (the event watcher) wait for the commit instead of reading a half-written batch.
         with self._db_lock:
-            self._batch.held = held
+            self._batch.held, self._batch.latest, self._batch.order = held, latest, itertools.count()
             try:
                 for event in events:
                     self.store_event(event)
+                self._batch.latest = None
+                with self.index_transaction() as conn:
+                    for _, event, event_id in sorted(latest.values(), key=lambda entry: entry[0]):
+                        super()._store_asset_event(conn, event, event_id)
                 for _engine, conn in held.values():
                     conn.commit()
             except BaseException:
@@ -76,10 +82,21 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                     conn.rollback()
                 raise
             finally:
-                self._batch.held = None
+                self._batch.held = self._batch.latest = None
                 for engine, conn in held.values():
                     conn.close()
                     engine.dispose()
+
+    def _store_asset_event(self, conn: Connection, event: EventLogEntry, event_id: int) -> None:
+        """In a batch, the asset's row (last materialization, last run) is written once at the end, from
+        the last event of each kind per asset: each kind sets the same columns, so the row ends as if every
+        event had been applied in turn (what dagster-postgres' batch does too)."""
+        latest = getattr(self._batch, "latest", None)
+        if latest is None or event.dagster_event is None or event.dagster_event.asset_key is None:
+            super()._store_asset_event(conn, event, event_id)
+            return
+        kind = (event.dagster_event.asset_key.to_string(), event.dagster_event.event_type_value)
+        latest[kind] = (next(self._batch.order), event, event_id)  # applied at the end in this order
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:

@@ -51,8 +51,14 @@ def test_a_batch_run_reads_back_like_on_dagsters_sqlite(
         assert type(plain.event_log_storage) is SqliteEventLogStorage
         plain_keys, plain_run_id = run_a_batch(make_defs(), plain, lake_root)
         assert plain_keys == keys
-        assert without_ages(run_materializations(plain, plain_run_id)) == without_ages(reported)
+        plain_reported = run_materializations(plain, plain_run_id)
+        assert without_ages(plain_reported) == without_ages(reported)
         assert partition_status(plain) == partition_status(instance)
+        # The asset row (what the asset graph shows as latest) names the run's last event, as Dagster's does.
+        for inst, run, found in ((instance, run_id, reported), (plain, plain_run_id, plain_reported)):
+            latest = inst.get_latest_materialization_event(dg.AssetKey("queued_positions"))
+            assert latest.run_id == run and latest.asset_materialization.partition == list(found)[-1]
+            assert inst.get_latest_materialization_event(dg.AssetKey("positions")).run_id == run
 
 
 def without_ages(found: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
