@@ -1,6 +1,7 @@
 """TWS-API gateway simulator: the unmodified ib_async client connects to it over TCP as to IB Gateway.
 
-framing (wire) -> dispatch (request table) -> server (gateway-wide state) over book + market (prices);
+framing (wire) -> session (one connection) -> dispatch (request table) -> the state owners the server wires
+together (clients, lines, feed, valuation, accounts, book_changes, details) over book + market (prices);
 control (HTTP API) and runner (background thread) drive it; cli starts it from the command line.
 """
 
@@ -12,10 +13,9 @@ from v6_positions.simulator.book import (
     Quirks,
     StrategyLeg,
     Underlying,
-    book_from_dict,
     demo_strategy_legs,
-    load_book,
 )
+from v6_positions.simulator.book_file import book_from_dict, load_book
 from v6_positions.simulator.control import ControlServer
 from v6_positions.simulator.runner import SimulatorThread
 from v6_positions.simulator.server import GatewaySimulator

@@ -7,9 +7,11 @@ import asyncio
 import logging
 import signal
 
-from v6_positions.simulator.book import Book, BookError, load_book
+from v6_positions.simulator.book import Book, BookError
+from v6_positions.simulator.book_file import load_book
 from v6_positions.simulator.control import ControlServer
-from v6_positions.simulator.server import QUOTE_LATENCY, GatewaySimulator
+from v6_positions.simulator.feed import QUOTE_LATENCY
+from v6_positions.simulator.server import GatewaySimulator
 
 log = logging.getLogger(__name__)
 

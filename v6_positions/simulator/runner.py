@@ -88,14 +88,17 @@ class SimulatorThread:
 
     # ---- the sim's API, synchronously ---------------------------------------------------------------------
     @property
+    def _running(self) -> GatewaySimulator:
+        assert self.sim is not None, "simulator thread not started"
+        return self.sim
+
+    @property
     def port(self) -> int:
-        assert self.sim is not None
-        return self.sim.port
+        return self._running.port
 
     @property
     def host(self) -> str:
-        assert self.sim is not None
-        return self.sim.host
+        return self._running.host
 
     @property
     def control_port(self) -> int:
@@ -107,61 +110,48 @@ class SimulatorThread:
         return self._book
 
     def stats(self) -> dict[str, Any]:
-        assert self.sim is not None
-        return self._call(self._sync(self.sim.stats))
+        return self._call(self._sync(self._running.stats))
 
     def reset_stats(self) -> None:
-        assert self.sim is not None
-        self._call(self._sync(self.sim.reset_stats))
+        self._call(self._sync(self._running.reset_stats))
 
     def disconnect_all(self) -> int:
-        assert self.sim is not None
-        return self._call(self.sim.disconnect_all())
+        return self._call(self._running.disconnect_all())
 
     def restart(self, down_seconds: float) -> None:
-        assert self.sim is not None
-        self._call(self.sim.restart(down_seconds))
+        self._call(self._running.restart(down_seconds))
 
     def wait_accepting(self, timeout: float = 10.0) -> None:
-        assert self.sim is not None
-        self._call(self.sim.wait_accepting(timeout))
+        self._call(self._running.wait_accepting(timeout))
 
     def connectivity(self, code: int) -> None:
-        assert self.sim is not None
-        self._call(self.sim.connectivity(code))
+        self._call(self._running.connectivity(code))
 
     def set_position(
         self, account: str, conid: int, position: float, avg_cost: float | None = None, **contract: Any
     ) -> None:
-        assert self.sim is not None
-        self._call(self.sim.set_position(account, conid, position, avg_cost, **contract))
+        self._call(self._running.set_position(account, conid, position, avg_cost, **contract))
 
     def hold_lines(self, lines: int) -> None:
         """Lines held outside the API (TWS watchlists, the phone app); 0 frees them."""
-        assert self.sim is not None
-        self._call(self.sim.hold_lines(lines))
+        self._call(self._running.hold_lines(lines))
 
     def set_client_id_linger(self, seconds: float) -> None:
         """From now on a closed socket keeps its clientId (326 for others) and its lines `seconds` long."""
-        assert self.sim is not None
-        self._call(self.sim.set_client_id_linger(seconds))
+        self._call(self._running.set_client_id_linger(seconds))
 
     def hold_client_id(self, client_id: int, seconds: float) -> None:
         """`client_id` is in use (326) for `seconds`, with no socket; 0 releases it."""
-        assert self.sim is not None
-        self._call(self.sim.hold_client_id(client_id, seconds))
+        self._call(self._running.hold_client_id(client_id, seconds))
 
     def competing_session(self, active: bool) -> None:
         """10197 to every stream and no ticks while active."""
-        assert self.sim is not None
-        self._call(self.sim.set_competing_session(active))
+        self._call(self._running.set_competing_session(active))
 
     def set_quirks(self, conid: int, **fields: Any) -> Quirks:
         """one_sided, stale_last, data_warning (10090/10091/None), missing_greeks (list of names)."""
-        assert self.sim is not None
-        return self._call(self.sim.set_quirks(conid, **fields))
+        return self._call(self._running.set_quirks(conid, **fields))
 
     def set_quote_latency(self, low: float, high: float) -> None:
         """First ticks of each new subscription come a seeded uniform [low, high] s after reqMktData."""
-        assert self.sim is not None
-        self._call(self.sim.set_quote_latency(low, high))
+        self._call(self._running.set_quote_latency(low, high))

@@ -7,14 +7,12 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from v6_positions.simulator import protocol
 from v6_positions.simulator.book import BookContract
 from v6_positions.simulator.framing import FrameError, encode_message, read_frame, read_handshake
-
-if TYPE_CHECKING:
-    from v6_positions.simulator.server import GatewaySimulator
+from v6_positions.simulator.stats import SimStats
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +31,24 @@ class Subscription:
     quoting: bool = False
 
 
+class SessionHost(Protocol):
+    """What a connection needs from its gateway (GatewaySimulator is one): counters, the pacing rules, and
+    where startApi, each request and the end of the connection go."""
+
+    counters: SimStats
+    pacing_limit: int
+    pacing_disconnect_after: int
+
+    def register_client(self, session: ClientSession, client_id: int) -> bool: ...
+
+    def dispatch(self, session: ClientSession, fields: list[str]) -> None: ...
+
+    def session_closed(self, session: ClientSession) -> None: ...
+
+
 class ClientSession:
     def __init__(
-        self, sim: GatewaySimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
+        self, sim: SessionHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
     ) -> None:
         self.sim = sim
         self.reader = reader
@@ -172,7 +185,6 @@ class ClientSession:
         return self.sim.register_client(self, client_id)
 
     async def _serve(self) -> None:
-        dispatcher = self.sim.dispatcher
         while not self.closed:
             fields = await read_frame(self.reader)
             self.messages_received += 1
@@ -190,7 +202,7 @@ class ClientSession:
                         self.sim.pacing_limit,
                     )
                     return
-            dispatcher.dispatch(self, fields)
+            self.sim.dispatch(self, fields)
 
     def _keeps_flooding(self) -> bool:
         """IB answers each message over the rate with 100 and drops a client that keeps it up: here, more
@@ -205,7 +217,13 @@ class ClientSession:
             recent.popleft()
         return len(recent) > limit
 
-    def info(self) -> dict[str, object]:
+    def reset_counts(self) -> None:
+        self.pacing_violations = 0
+        self.peak_rate = 0
+        self.messages_received = 0
+        self.errors.clear()
+
+    def info(self, holds_account_updates: bool) -> dict[str, object]:
         return {
             "client_id": self.client_id,
             "peer": self.peer,
@@ -214,7 +232,7 @@ class ClientSession:
             "snapshots": sum(1 for s in self.mkt.values() if s.snapshot),
             "pnl_single": len(self.pnl_single),
             "positions_subscribed": self.positions_active,
-            "account_updates": self.sim.account_updates_holder is self,
+            "account_updates": holds_account_updates,
             "messages_received": self.messages_received,
             "pacing_violations": self.pacing_violations,
             "peak_messages_per_s": self.peak_rate,

@@ -1,25 +1,24 @@
-"""Helpers for the simulator tests: bounded waits and a raw TWS-protocol socket client."""
+"""Helpers for the simulator tests: bounded waits, connected ib_async clients, the book's contracts, the
+control API over HTTP, one-row JSON books, and a raw TWS-protocol socket client."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import json
 import socket
 import struct
-import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
-from ib_async import IB
+from ib_async import IB, Contract
+from polling import wait_until  # noqa: F401 - the simulator tests import it from here
 
+from v6_positions.simulator.book import Book
+from v6_positions.simulator.demo_books import third_fridays
 from v6_positions.simulator.framing import encode_message
-
-
-async def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def connect_ib(
@@ -38,6 +37,57 @@ async def connect_ib(
         raiseSyncErrors=True,
     )
     return ib
+
+
+@contextlib.asynccontextmanager
+async def connected(port: int, client_id: int = 1, **kwargs: Any) -> AsyncIterator[IB]:
+    """`async with connected(sim.port, errors=errors) as ib:` — connect_ib, disconnected on the way out."""
+    ib = await connect_ib(port, client_id, **kwargs)
+    try:
+        yield ib
+    finally:
+        ib.disconnect()
+
+
+def option_contracts(book: Book, count: int, skip: int = 0) -> list[Contract]:
+    """`count` option positions of the book by conid (after the first `skip`), as market-data contracts."""
+    conids = sorted(c for (_, c), p in book.positions.items() if p.contract.sec_type == "OPT")
+    return [Contract(conId=conid, exchange="SMART") for conid in conids[skip : skip + count]]
+
+
+def control_call(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    """One control-API call; an error status raises urllib's HTTPError."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def control_status(port: int, path: str, body: dict) -> tuple[int, dict]:
+    """POST to the control API; (status, JSON answer) whether it succeeded or not."""
+    try:
+        return 200, control_call(port, "POST", path, body)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def option_row(**fields: Any) -> dict[str, Any]:
+    """A valid JSON-book position row (one SPY call in account DU1, expiring next month), with `fields`."""
+    row = {
+        "account": "DU1",
+        "conid": 1,
+        "symbol": "SPY",
+        "expiry": third_fridays(1)[0],
+        "strike": 600,
+        "right": "C",
+        "position": 1,
+    }
+    return {**row, **fields}
+
+
+def spy_book(*rows: dict[str, Any], price: float = 500.0) -> dict[str, Any]:
+    """A JSON book: account DU1, the SPY underlying at `price`, and `rows` as its positions."""
+    return {"accounts": ["DU1"], "underlyings": [{"symbol": "SPY", "price": price}], "positions": list(rows)}
 
 
 class RawClient:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from conftest import connect_ib, wait_until
+from conftest import connected, wait_until
 from ib_async import Contract, LimitOrder
 
 from v6_positions.simulator import demo_strategy_legs
@@ -22,8 +22,7 @@ def _is_error(code: int):
 
 def test_garbage_clients_do_not_disturb_a_streaming_client(sim, raw_client) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             ticker = ib.reqMktData(Contract(conId=demo_strategy_legs(sim.book)[0].conid, exchange="SMART"))
             await wait_until(lambda: ticker.bid > 0)
 
@@ -54,8 +53,6 @@ def test_garbage_clients_do_not_disturb_a_streaming_client(sim, raw_client) -> N
             assert stats["bad_input"] >= 4
             assert stats["errors"]["505"] == 1 and stats["errors"]["320"] == 1
             assert {c["client_id"] for c in stats["clients"]} == {1, 43}
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -99,8 +96,7 @@ def test_pacing_50_messages_at_once_pass_and_the_51st_gets_error_100(sim, raw_cl
 def test_order_messages_are_refused_and_counted(sim) -> None:
     async def main() -> None:
         errors: list = []
-        ib = await connect_ib(sim.port, errors=errors)
-        try:
+        async with connected(sim.port, errors=errors) as ib:
             leg = demo_strategy_legs(sim.book)[0]
             ib.placeOrder(Contract(conId=leg.conid, exchange="SMART"), LimitOrder("BUY", 1, 1.0))
             ib.client.cancelOrder(12345)
@@ -109,7 +105,5 @@ def test_order_messages_are_refused_and_counted(sim) -> None:
             await wait_until(lambda: sum(code == 321 for _, code, _ in errors) == 3)
             assert "Read-Only" in next(msg for _, code, msg in errors if code == 321)
             assert ib.isConnected()
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())

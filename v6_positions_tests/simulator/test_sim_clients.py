@@ -11,7 +11,7 @@ import logging
 import struct
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, connected, wait_until
 
 from v6_positions.simulator import GatewaySimulator, load_book
 from v6_positions.simulator.framing import encode_message
@@ -153,8 +153,7 @@ def test_clients_that_leave_mid_message_or_mid_handshake_are_dropped_and_logged(
 
     async def main() -> None:
         async with GatewaySimulator(_small_book()) as sim:
-            ib = await connect_ib(sim.port, client_id=1)
-            try:
+            async with connected(sim.port, client_id=1) as ib:
                 midway = await AsyncRawClient.connect(sim.port)
                 await midway.start_api(42)
                 midway.writer.write(struct.pack(">I", 100) + b"61\x001\x00")  # 100 bytes announced, 5 sent
@@ -173,8 +172,6 @@ def test_clients_that_leave_mid_message_or_mid_handshake_are_dropped_and_logged(
                 again = await AsyncRawClient.connect(sim.port)
                 await again.start_api(42)  # its clientId was freed
                 again.close()
-            finally:
-                ib.disconnect()
 
     asyncio.run(main())
 
@@ -192,8 +189,7 @@ def test_clients_that_leave_mid_message_or_mid_handshake_are_dropped_and_logged(
 def test_garbage_before_the_handshake_closes_only_that_connection(garbage: bytes) -> None:
     async def main() -> None:
         async with GatewaySimulator(_small_book(), tick_interval=0.05) as sim:
-            ib = await connect_ib(sim.port, client_id=1)
-            try:
+            async with connected(sim.port, client_id=1) as ib:
                 ticker = ib.reqMktData(ib.positions()[0].contract)
                 await wait_until(lambda: ticker.bid > 0)
                 bad = await AsyncRawClient.connect(sim.port)
@@ -205,7 +201,5 @@ def test_garbage_before_the_handshake_closes_only_that_connection(garbage: bytes
                 ib.pendingTickersEvent += updates.extend
                 await wait_until(lambda: len(updates) > 0)  # the good client keeps streaming
                 assert ib.isConnected() and sim.stats()["lines_in_use"] == 1
-            finally:
-                ib.disconnect()
 
     asyncio.run(main())

@@ -9,26 +9,24 @@ import re
 import time
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, connected, option_row, spy_book, wait_until
 
 from v6_positions.simulator import SimulatorThread, book_from_dict, demo_strategy_legs, load_book
-from v6_positions.simulator.book import BookError, third_fridays
+from v6_positions.simulator.book import BookError
+from v6_positions.simulator.demo_books import third_fridays
 
 
 # Startup "completes" means every request ib_async makes at connect was answered: connect_ib passes
 # raiseSyncErrors=True, so one unanswered request fails the connect. How fast is the benchmarks' business.
 def test_connect_one_account_completes_and_positions_equal_the_book(sim) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             assert ib.managedAccounts() == ["DU1000001"]
             got = {(p.account, p.contract.conId): (p.position, p.avgCost) for p in ib.positions()}
             want = {key: (p.position, p.avg_cost) for key, p in sim.book.positions.items()}
             assert got == want
             assert len(got) == 216
             assert {p.contract.secType for p in ib.positions()} == {"OPT", "STK"}
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -47,8 +45,7 @@ def test_demo_book_has_three_condors_with_future_expiries() -> None:
 
 def test_portfolio_follows_ib_conventions_for_every_position(sim) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             items = ib.portfolio()
             assert len(items) == len(sim.book.positions)
             for item in items:
@@ -69,8 +66,6 @@ def test_portfolio_follows_ib_conventions_for_every_position(sim) -> None:
             pushes: list = []
             ib.updatePortfolioEvent += pushes.append
             await wait_until(lambda: len(pushes) >= len(items), timeout=4)
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -108,8 +103,7 @@ def test_connect_with_several_accounts() -> None:
     )
 
     async def main(port: int) -> None:
-        ib = await connect_ib(port, client_id=5, account="DU2000002")
-        try:
+        async with connected(port, client_id=5, account="DU2000002") as ib:
             assert ib.managedAccounts() == ["DU2000001", "DU2000002", "DU2000003"]
             assert {p.contract.conId for p in ib.positions()} == {1, 2, 756733}
             assert {i.contract.conId for i in ib.portfolio()} == {2, 756733}
@@ -118,14 +112,9 @@ def test_connect_with_several_accounts() -> None:
             net_liq = {v.account: float(v.value) for v in summary if v.tag == "NetLiquidation"}
             assert set(net_liq) == {"DU2000001", "DU2000002", "DU2000003"}
             assert all(value > 0 for value in net_liq.values())
-        finally:
-            ib.disconnect()
         # without account= and with several accounts ib_async skips reqAccountUpdates; startup still completes
-        ib = await connect_ib(port, client_id=6)
-        try:
+        async with connected(port, client_id=6) as ib:
             assert ib.portfolio() == []
-        finally:
-            ib.disconnect()
 
     with SimulatorThread(book) as running:
         asyncio.run(main(running.port))
@@ -150,17 +139,8 @@ def test_client_id_in_use_gets_326(sim) -> None:
 
 
 def test_bad_book_rows_are_refused_naming_row_and_field(tmp_path) -> None:
-    expiry = third_fridays(1)[0]
-    good_row = {
-        "account": "DU1",
-        "conid": 1,
-        "symbol": "SPY",
-        "expiry": expiry,
-        "strike": 600,
-        "right": "C",
-        "position": 1,
-    }
-    base = {"accounts": ["DU1"], "underlyings": [{"symbol": "SPY", "price": 500}]}
+    good_row = option_row()
+    base = spy_book()
     cases = [
         ({"strike": -5}, "positions[1].strike"),
         ({"right": "X"}, "positions[1].right"),
@@ -176,8 +156,7 @@ def test_bad_book_rows_are_refused_naming_row_and_field(tmp_path) -> None:
     ]
     for change, where in cases:
         path = tmp_path / "book.json"
-        bad_row = {**good_row, "conid": 2, **change}
-        path.write_text(json.dumps({**base, "positions": [good_row, bad_row]}))
+        path.write_text(json.dumps(spy_book(good_row, option_row(conid=2, **change))))
         with pytest.raises(BookError, match=re.escape(where)):
             load_book(str(path))
     underlying_cases = [

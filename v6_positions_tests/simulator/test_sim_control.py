@@ -15,21 +15,14 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, control_call, wait_until
 
 from v6_positions.simulator import cli, demo_strategy_legs
 
 
-def _call(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
 def test_control_api_endpoints(sim) -> None:
     port = sim.control_port
-    stats = _call(port, "GET", "/stats")
+    stats = control_call(port, "GET", "/stats")
     for key in (
         "lines_in_use",
         "max_lines_in_use",
@@ -47,28 +40,28 @@ def test_control_api_endpoints(sim) -> None:
         events: list = []
         ib.positionEvent += events.append
         leg = demo_strategy_legs(sim.book)[0]
-        stats = _call(port, "GET", "/stats")
+        stats = control_call(port, "GET", "/stats")
         assert stats["clients"][0]["client_id"] == 1 and stats["clients"][0]["lines"] == 0
         assert stats["messages_received"] > 0
-        _call(port, "POST", "/connectivity", {"code": 1102})
+        control_call(port, "POST", "/connectivity", {"code": 1102})
         await wait_until(lambda: any(code == 1102 for _, code, _ in errors))
-        _call(port, "POST", "/positions", {"account": "DU1000001", "conid": leg.conid, "position": 7})
+        control_call(port, "POST", "/positions", {"account": "DU1000001", "conid": leg.conid, "position": 7})
         await wait_until(lambda: any(e.position == 7 for e in events))
-        _call(port, "POST", "/reset-stats")
-        assert _call(port, "GET", "/stats")["messages_received"] == 0
+        control_call(port, "POST", "/reset-stats")
+        assert control_call(port, "GET", "/stats")["messages_received"] == 0
         closed = asyncio.Event()
         ib.disconnectedEvent += closed.set
-        assert _call(port, "POST", "/disconnect") == {"dropped": 1}
+        assert control_call(port, "POST", "/disconnect") == {"dropped": 1}
         await asyncio.wait_for(closed.wait(), 3)
-        assert _call(port, "POST", "/restart", {"down_seconds": 0.2}) == {"down_seconds": 0.2}
-        await wait_until(lambda: _call(port, "GET", "/stats")["accepting"])
+        assert control_call(port, "POST", "/restart", {"down_seconds": 0.2}) == {"down_seconds": 0.2}
+        await wait_until(lambda: control_call(port, "GET", "/stats")["accepting"])
 
     asyncio.run(main())
     with pytest.raises(urllib.error.HTTPError) as bad:
-        _call(port, "POST", "/connectivity", {"code": 42})
+        control_call(port, "POST", "/connectivity", {"code": 42})
     assert bad.value.code == 400
     with pytest.raises(urllib.error.HTTPError) as missing:
-        _call(port, "GET", "/nope")
+        control_call(port, "GET", "/nope")
     assert missing.value.code == 404
 
 
@@ -120,7 +113,7 @@ def test_simulate_command_prints_listening_and_stops_on_a_signal(stop_signal: si
         control = int(proc.stdout.readline().rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # it accepts connections once it says so
-        stats = _call(control, "GET", "/stats")
+        stats = control_call(control, "GET", "/stats")
         assert stats["max_lines"] == 5 and stats["positions"] == 20
         proc.send_signal(stop_signal)
         assert proc.wait(10) == 0

@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, connected, wait_until
 from ib_async import Contract
 
 from v6_positions.simulator import demo_strategy_legs
@@ -20,8 +20,7 @@ def _legs(sim, count: int) -> list[Contract]:
 def test_1101_drops_subscriptions_and_1102_keeps_them(sim) -> None:
     async def main() -> None:
         errors: list = []
-        ib = await connect_ib(sim.port, errors=errors)
-        try:
+        async with connected(sim.port, errors=errors) as ib:
             tickers = [ib.reqMktData(c) for c in _legs(sim, 3)]
             await wait_until(lambda: all(t.bid > 0 for t in tickers))
             sim.connectivity(1102)
@@ -42,8 +41,6 @@ def test_1101_drops_subscriptions_and_1102_keeps_them(sim) -> None:
             await asyncio.wait_for(ib.reqCurrentTimeAsync(), 5)  # and everything sent before it was read
             assert updated == []  # nothing arrived for the dropped streams
             assert ib.isConnected()
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -115,8 +112,7 @@ def test_account_updates_have_one_holder_and_the_old_one_gets_2100(sim) -> None:
 
 def test_set_position_opens_changes_and_closes(sim) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             events: list = []
             portfolio: list = []
             ib.positionEvent += events.append
@@ -146,7 +142,5 @@ def test_set_position_opens_changes_and_closes(sim) -> None:
             await wait_until(lambda: 990000001 not in {p.contract.conId for p in ib.positions()})
             await wait_until(lambda: 990000001 not in {p.contract.conId for p in ib.portfolio()})
             assert any(e.contract.conId == 990000001 and e.position == 0 for e in events)
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())

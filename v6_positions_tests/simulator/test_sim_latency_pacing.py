@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from conftest import connect_ib, wait_until
-from ib_async import Contract
+from conftest import connect_ib, connected, control_status, option_contracts, wait_until
 
 from v6_positions.simulator import SimulatorThread, cli, load_book
 from v6_positions.simulator.framing import encode_message
-
-
-def _options(sim: SimulatorThread, count: int) -> list[Contract]:
-    conids = sorted(c for (_, c), p in sim.book.positions.items() if p.contract.sec_type == "OPT")
-    return [Contract(conId=conid, exchange="SMART") for conid in conids[:count]]
-
-
-def _post(port: int, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_first_ticks_come_after_the_configured_latency_and_not_before() -> None:
@@ -39,7 +19,7 @@ def test_first_ticks_come_after_the_configured_latency_and_not_before() -> None:
             ib = await connect_ib(sim.port)
             first_tick: dict[int, float] = {}
             try:
-                contracts = _options(sim, 20)
+                contracts = option_contracts(sim.book, 20)
                 started = time.monotonic()
                 tickers = [ib.reqMktData(c) for c in contracts]
                 for ticker in tickers:
@@ -63,9 +43,8 @@ def test_a_stream_cancelled_before_its_first_quote_gets_no_tick_and_frees_its_li
     with SimulatorThread(load_book("demo"), quote_latency=(0.4, 0.4), tick_interval=0.05) as sim:
 
         async def main() -> None:
-            ib = await connect_ib(sim.port)
-            try:
-                quick, kept = _options(sim, 2)
+            async with connected(sim.port) as ib:
+                quick, kept = option_contracts(sim.book, 2)
                 cancelled = ib.reqMktData(quick)
                 streamed = ib.reqMktData(kept)
                 await wait_until(lambda: sim.stats()["lines_in_use"] == 2)
@@ -75,19 +54,17 @@ def test_a_stream_cancelled_before_its_first_quote_gets_no_tick_and_frees_its_li
                 await asyncio.sleep(0.3)  # several tick cycles after the cancelled one would have quoted
                 assert cancelled.ask != cancelled.ask and cancelled.bid != cancelled.bid  # NaN: no tick
                 assert sim.stats()["first_quotes"] == 1
-            finally:
-                ib.disconnect()
 
         asyncio.run(main())
 
 
 def test_quote_latency_is_set_at_runtime_and_bad_values_name_the_field() -> None:
     with SimulatorThread(load_book("demo"), quote_latency=(0.0, 0.0)) as sim:
-        status, answer = _post(sim.control_port, "/quote-latency", {"min": 0.05, "max": 0.1})
+        status, answer = control_status(sim.control_port, "/quote-latency", {"min": 0.05, "max": 0.1})
         assert status == 200 and sim.stats()["quote_latency"] == [0.05, 0.1]
-        status, answer = _post(sim.control_port, "/quote-latency", {"min": 0.3, "max": 0.1})
+        status, answer = control_status(sim.control_port, "/quote-latency", {"min": 0.3, "max": 0.1})
         assert status == 400 and "min=0.3 max=0.1" in answer["error"]
-        status, answer = _post(sim.control_port, "/quote-latency", {"min": "fast", "max": 0.1})
+        status, answer = control_status(sim.control_port, "/quote-latency", {"min": "fast", "max": 0.1})
         assert status == 400 and "min" in answer["error"] and "'fast'" in answer["error"]
         assert sim.stats()["quote_latency"] == [0.05, 0.1]  # unchanged by the refused calls
         sim.set_quote_latency(0.0, 0.0)
@@ -112,10 +89,9 @@ def test_ib_async_paced_subscribe_and_cancel_churn_never_gets_error_100() -> Non
 
         async def main() -> None:
             errors: list = []
-            ib = await connect_ib(sim.port, client_id=5, errors=errors)
-            try:
+            async with connected(sim.port, client_id=5, errors=errors) as ib:
                 sim.reset_stats()
-                contracts = _options(sim, 50)
+                contracts = option_contracts(sim.book, 50)
                 for contract in contracts:  # 100 messages at once: subscribe then cancel each
                     ib.reqMktData(contract)
                     ib.cancelMktData(contract)
@@ -127,8 +103,6 @@ def test_ib_async_paced_subscribe_and_cancel_churn_never_gets_error_100() -> Non
                 # seams; IB's bucket (and ours) lets that pass: the peak is reported, not punished
                 assert stats["peak_rate_by_client"]["5"] >= 45
                 assert not [code for _, code, _ in errors if code == 100]
-            finally:
-                ib.disconnect()
 
         asyncio.run(main())
 

@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, connected, option_contracts, wait_until
 from ib_async import Contract
 
 from v6_positions.simulator import GatewaySimulator, SimulatorThread, demo_strategy_legs, load_book
@@ -14,17 +14,11 @@ from v6_positions.simulator.market import Market
 from v6_positions.simulator.pricing import RISK_FREE_RATE, black_scholes, years_to_expiry
 
 
-def _option_contracts(sim, count: int) -> list[Contract]:
-    conids = sorted(c for (_, c), p in sim.book.positions.items() if p.contract.sec_type == "OPT")
-    return [Contract(conId=conid, exchange="SMART") for conid in conids[:count]]
-
-
 def test_100_streams_tick_and_the_101st_gets_error_101_and_no_data(sim) -> None:
     async def main() -> None:
         errors: list = []
-        ib = await connect_ib(sim.port, errors=errors)
-        try:
-            contracts = _option_contracts(sim, 101)
+        async with connected(sim.port, errors=errors) as ib:
+            contracts = option_contracts(sim.book, 101)
             tickers = [ib.reqMktData(c) for c in contracts]  # ib_async paces these at 45/s
             await wait_until(lambda: any(code == 101 for _, code, _ in errors), timeout=10)
             streamed, refused = tickers[:100], tickers[100]
@@ -50,8 +44,6 @@ def test_100_streams_tick_and_the_101st_gets_error_101_and_no_data(sim) -> None:
             again = ib.reqMktData(contracts[100])
             await wait_until(lambda: again.bid > 0)
             assert sim.stats()["lines_in_use"] == 100
-        finally:
-            ib.disconnect()
         await wait_until(lambda: sim.stats()["lines_in_use"] == 0)  # freed on disconnect
 
     asyncio.run(main())
@@ -63,7 +55,7 @@ def test_lines_are_counted_across_clients() -> None:
         a = await connect_ib(running.port, client_id=1)
         b = await connect_ib(running.port, client_id=2, errors=errors_b)
         try:
-            contracts = _option_contracts(running, 4)
+            contracts = option_contracts(running.book, 4)
             for c in contracts[:3]:
                 a.reqMktData(c)
             await wait_until(lambda: running.stats()["lines_in_use"] == 3)
@@ -81,8 +73,7 @@ def test_lines_are_counted_across_clients() -> None:
 
 def test_snapshot_ends_and_frees_its_line(sim) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             leg = demo_strategy_legs(sim.book)[0]
             tickers = await asyncio.wait_for(
                 ib.reqTickersAsync(Contract(conId=leg.conid, exchange="SMART")), 3
@@ -90,8 +81,6 @@ def test_snapshot_ends_and_frees_its_line(sim) -> None:
             assert tickers[0].bid > 0 and tickers[0].ask >= tickers[0].bid
             await wait_until(lambda: sim.stats()["lines_in_use"] == 0)
             assert sim.stats()["snapshot_count"] == 1
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -99,8 +88,7 @@ def test_snapshot_ends_and_frees_its_line(sim) -> None:
 def test_qualify_known_contracts_and_unknown_gets_200(sim) -> None:
     async def main() -> None:
         errors: list = []
-        ib = await connect_ib(sim.port, errors=errors)
-        try:
+        async with connected(sim.port, errors=errors) as ib:
             leg = demo_strategy_legs(sim.book)[5]
             by_fields = Contract(
                 secType="OPT",
@@ -132,16 +120,13 @@ def test_qualify_known_contracts_and_unknown_gets_200(sim) -> None:
             ib.reqMktData(Contract(conId=123, exchange="SMART"))
             await wait_until(lambda: [code for _, code, _ in errors if code < 2000] == [200, 200])
             assert sim.stats()["lines_in_use"] == 0
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
 
 def test_pnl_single_answers_for_a_position(sim) -> None:
     async def main() -> None:
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             leg = demo_strategy_legs(sim.book)[0]
             pnl = ib.reqPnLSingle("DU1000001", "", leg.conid)
             await wait_until(lambda: pnl.position == sim.book.positions[("DU1000001", leg.conid)].position)
@@ -151,8 +136,6 @@ def test_pnl_single_answers_for_a_position(sim) -> None:
                 pnl.value - book_pos.avg_cost * book_pos.position, abs=0.02
             )
             assert sim.stats()["lines_in_use"] == 0  # PnL takes no market data line
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -161,8 +144,7 @@ def test_a_snapshot_holds_its_line_until_tick_snapshot_end() -> None:
     async def main() -> None:
         async with GatewaySimulator(load_book("demo"), max_lines=1, snapshot_delay=0.5) as sim:
             errors: list = []
-            ib = await connect_ib(sim.port, errors=errors)
-            try:
+            async with connected(sim.port, errors=errors) as ib:
                 first, second = (
                     Contract(conId=leg.conid, exchange="SMART") for leg in demo_strategy_legs(sim.book)[:2]
                 )
@@ -177,8 +159,6 @@ def test_a_snapshot_holds_its_line_until_tick_snapshot_end() -> None:
                 streamed = ib.reqMktData(second)
                 await wait_until(lambda: streamed.bid > 0)
                 assert [code for _, code, _ in errors if code < 2000] == [101]
-            finally:
-                ib.disconnect()
 
     asyncio.run(main())
 

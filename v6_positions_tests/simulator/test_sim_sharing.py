@@ -5,31 +5,17 @@ through real ib_async clients over TCP, the second one playing the trader's bot.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import connect_ib, wait_until
+from conftest import connect_ib, connected, control_call, option_contracts, option_row, spy_book, wait_until
 from ib_async import Contract
 
 from v6_positions.simulator import BookError, SimulatorThread, book_from_dict, load_book
-from v6_positions.simulator.book import FA_ACCOUNT, third_fridays
-
-
-def _options(sim: SimulatorThread, count: int, skip: int = 0) -> list[Contract]:
-    conids = sorted(c for (_, c), p in sim.book.positions.items() if p.contract.sec_type == "OPT")
-    return [Contract(conId=conid, exchange="SMART") for conid in conids[skip : skip + count]]
-
-
-def _post(port: int, path: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
+from v6_positions.simulator.demo_books import FA_ACCOUNT, third_fridays
 
 
 def test_lines_are_shared_by_every_client_and_freed_lines_can_be_taken() -> None:
@@ -38,11 +24,10 @@ def test_lines_are_shared_by_every_client_and_freed_lines_can_be_taken() -> None
         async def main() -> None:
             stream_errors: list = []
             bot = await connect_ib(sim.port, client_id=2)
-            stream = await connect_ib(sim.port, client_id=1, errors=stream_errors)
-            try:
-                bot_tickers = [bot.reqMktData(c) for c in _options(sim, 15)]
+            async with connected(sim.port, client_id=1, errors=stream_errors) as stream:
+                bot_tickers = [bot.reqMktData(c) for c in option_contracts(sim.book, 15)]
                 await wait_until(lambda: sim.stats()["lines_by_client"].get("2") == 15)
-                mine = _options(sim, 10, skip=15)
+                mine = option_contracts(sim.book, 10, skip=15)
                 tickers = [stream.reqMktData(c) for c in mine]
                 await wait_until(lambda: sum(code == 101 for _, code, _ in stream_errors) == 5)
                 await wait_until(lambda: all(t.ask > 0 for t in tickers[:5]))
@@ -62,14 +47,12 @@ def test_lines_are_shared_by_every_client_and_freed_lines_can_be_taken() -> None
                 await wait_until(lambda: all(t.ask > 0 for t in again))
                 # lines held outside the API (TWS, the phone app) count too
                 sim.hold_lines(10)
-                late = stream.reqMktData(_options(sim, 1, skip=30)[0])
+                late = stream.reqMktData(option_contracts(sim.book, 1, skip=30)[0])
                 await wait_until(lambda: sum(code == 101 for _, code, _ in stream_errors) == 6)
                 assert math.isnan(late.ask)
                 stats = sim.stats()
                 assert stats["external_lines"] == 10 and stats["lines_in_use"] == 20
                 assert stats["orders_received"] == 0
-            finally:
-                stream.disconnect()
                 bot.disconnect()
             await wait_until(lambda: sim.stats()["lines_in_use"] == 10)  # only the external ones remain
 
@@ -105,7 +88,7 @@ def test_a_dead_socket_keeps_its_client_id_and_lines_until_the_gateway_drops_it(
     async def main() -> None:
         sim.set_client_id_linger(1.0)
         first = await connect_ib(sim.port, client_id=7)
-        tickers = [first.reqMktData(c) for c in _options(sim, 3)]
+        tickers = [first.reqMktData(c) for c in option_contracts(sim.book, 3)]
         await wait_until(lambda: all(t.ask > 0 for t in tickers))
         first.disconnect()
         await wait_until(lambda: sim.stats()["lingering_clients"] != [])
@@ -145,19 +128,16 @@ def test_a_held_client_id_gets_326_until_released(sim) -> None:
 
 def test_10090_is_a_warning_and_the_data_still_streams(sim) -> None:
     async def main() -> None:
-        contract = _options(sim, 1)[0]
+        contract = option_contracts(sim.book, 1)[0]
         sim.set_quirks(contract.conId, data_warning=10090)
         errors: list = []
-        ib = await connect_ib(sim.port, errors=errors)
-        try:
+        async with connected(sim.port, errors=errors) as ib:
             ticker = ib.reqMktData(contract)
             await wait_until(lambda: any(code == 10090 for _, code, _ in errors))
             await wait_until(lambda: ticker.bid > 0 and ticker.ask > 0 and ticker.modelGreeks is not None)
             req_id, _, text = next(e for e in errors if e[1] == 10090)
             assert req_id > 0 and text.startswith("Part of requested market data is not subscribed")
             assert sim.stats()["lines_in_use"] == 1
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -169,14 +149,14 @@ def test_competing_live_session_sends_10197_and_stops_ticks_until_it_ends(sim) -
         updates: list[int] = []
         ib.pendingTickersEvent += lambda tickers: updates.extend(t.contract.conId for t in tickers)
         try:
-            contracts = _options(sim, 2)
+            contracts = option_contracts(sim.book, 2)
             tickers = [ib.reqMktData(c) for c in contracts]
             await wait_until(lambda: all(t.ask > 0 for t in tickers))
             sim.competing_session(True)
             await wait_until(lambda: [code for _, code, _ in errors].count(10197) == 2)
             assert sim.stats()["competing_session"] is True
             updates.clear()  # ticks sent before the 10197s were handled before them (one socket, in order)
-            late = ib.reqMktData(_options(sim, 1, skip=5)[0])
+            late = ib.reqMktData(option_contracts(sim.book, 1, skip=5)[0])
             await wait_until(lambda: [code for _, code, _ in errors].count(10197) == 3)
             # the market keeps moving (three steps), but nobody gets a tick
             stats = sim.stats()
@@ -193,11 +173,10 @@ def test_competing_live_session_sends_10197_and_stops_ticks_until_it_ends(sim) -
 
 def test_missing_greeks_arrive_as_ibs_sentinels(sim) -> None:
     async def main() -> None:
-        a, b = _options(sim, 2)
+        a, b = option_contracts(sim.book, 2)
         sim.set_quirks(a.conId, missing_greeks=["vega", "theta"])
         sim.set_quirks(b.conId, missing_greeks=["delta", "gamma", "implied_vol"])
-        ib = await connect_ib(sim.port)
-        try:
+        async with connected(sim.port) as ib:
             ta, tb = ib.reqMktData(a), ib.reqMktData(b)
             await wait_until(lambda: ta.modelGreeks is not None and tb.modelGreeks is not None)
             # ib_async maps -2 to None for delta and gamma only: vega/theta come through as -2.0
@@ -206,8 +185,6 @@ def test_missing_greeks_arrive_as_ibs_sentinels(sim) -> None:
             assert tb.modelGreeks.delta is None and tb.modelGreeks.gamma is None
             assert tb.modelGreeks.impliedVol is None and tb.modelGreeks.vega > 0
             assert ta.bidGreeks.vega == -2.0  # every computation tick, not only the model one
-        finally:
-            ib.disconnect()
 
     asyncio.run(main())
 
@@ -237,8 +214,7 @@ def test_a_one_sided_wing_has_no_bid_a_stale_last_and_ibs_model_price() -> None:
     with SimulatorThread(book, tick_interval=0.05) as sim:
 
         async def main() -> None:
-            ib = await connect_ib(sim.port, account="DU1")
-            try:
+            async with connected(sim.port, account="DU1") as ib:
                 ticker = ib.reqMktData(Contract(conId=11, exchange="SMART"))
                 await wait_until(lambda: ticker.modelGreeks is not None and ticker.ask > 0)
                 steps = sim.stats()["market_steps"]
@@ -251,8 +227,6 @@ def test_a_one_sided_wing_has_no_bid_a_stale_last_and_ibs_model_price() -> None:
                 # IB marks the position with its model price, not the stale last
                 item = next(i for i in ib.portfolio() if i.contract.conId == 11)
                 assert item.marketPrice < 1.0
-            finally:
-                ib.disconnect()
 
         asyncio.run(main())
 
@@ -261,8 +235,7 @@ def test_a_login_with_several_managed_accounts_answers_positions_and_pnl_per_acc
     with SimulatorThread(load_book("demo-fa")) as sim:
 
         async def main() -> None:
-            ib = await connect_ib(sim.port, client_id=3)
-            try:
+            async with connected(sim.port, client_id=3) as ib:
                 assert ib.managedAccounts() == ["DU1000001", FA_ACCOUNT]
                 by_account: dict[str, set[int]] = {}
                 for p in ib.positions():
@@ -279,24 +252,11 @@ def test_a_login_with_several_managed_accounts_answers_positions_and_pnl_per_acc
                 assert none.position == 0 and none.value == 0
                 assert sim.stats()["pnl_single_requests_by_client"] == {"3": 3}
                 assert sim.stats()["account_updates_holder"] is None
-            finally:
-                ib.disconnect()
 
         asyncio.run(main())
 
 
 def test_quirk_fields_are_validated_in_books_and_the_control_api(sim) -> None:
-    expiry = third_fridays(1)[0]
-    row = {
-        "account": "DU1",
-        "conid": 1,
-        "symbol": "SPY",
-        "expiry": expiry,
-        "strike": 600,
-        "right": "C",
-        "position": 1,
-    }
-    base = {"accounts": ["DU1"], "underlyings": [{"symbol": "SPY", "price": 580.0}]}
     for extra, message in (
         ({"data_warning": 10092}, "positions[0].data_warning: must be 10090, 10091 or null"),
         ({"missing_greeks": ["rho"]}, "positions[0].missing_greeks: unknown name 'rho'"),
@@ -304,11 +264,11 @@ def test_quirk_fields_are_validated_in_books_and_the_control_api(sim) -> None:
         ({"stale_last": -1}, "positions[0].stale_last: must be a finite number > 0"),
     ):
         with pytest.raises(BookError, match=re.escape(message)):
-            book_from_dict({**base, "positions": [{**row, **extra}]})
+            book_from_dict(spy_book(option_row(**extra), price=580.0))
     port = sim.control_port
-    conid = _options(sim, 1)[0].conId
-    assert _post(port, "/quirks", {"conid": conid, "one_sided": True})["one_sided"] is True
-    assert _post(port, "/hold-lines", {"lines": 3}) == {"external_lines": 3}
+    conid = option_contracts(sim.book, 1)[0].conId
+    assert control_call(port, "POST", "/quirks", {"conid": conid, "one_sided": True})["one_sided"] is True
+    assert control_call(port, "POST", "/hold-lines", {"lines": 3}) == {"external_lines": 3}
     assert sim.stats()["lines_in_use"] == 3
     for path, body in (
         ("/quirks", {"conid": 1, "one_sided": True}),
@@ -319,6 +279,6 @@ def test_quirk_fields_are_validated_in_books_and_the_control_api(sim) -> None:
         ("/hold-client-id", {"client_id": 4}),
     ):
         with pytest.raises(urllib.error.HTTPError) as bad:
-            _post(port, path, body)
+            control_call(port, "POST", path, body)
         assert bad.value.code == 400, (path, body)
     assert sim.stats()["orders_received"] == 0
