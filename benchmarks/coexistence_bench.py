@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from ib_async import IB, Contract
 
 from v6_positions.lake import read_table
 from v6_positions.simulator import load_book
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stream_bench import start_simulator as start_simulator_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "d82c738"
@@ -95,22 +97,10 @@ def env_for(**extra: str) -> dict[str, str]:
 def start_simulator(book: str, max_lines: int, portfolio_interval: float
                     ) -> tuple[subprocess.Popen, int, int]:
     """The current simulator in its own process (both designs meet the same gateway)."""
-    proc = subprocess.Popen(
-        [*python_in(ROOT, "-mv6_positions.cli"), "--log-level", "WARNING", "simulate", "--port", "0",
-         "--control-port", "0", "--book", book, "--max-lines", str(max_lines),
-         "--portfolio-interval", str(portfolio_interval)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env_for(),
+    return start_simulator_process(
+        book, max_lines, "--portfolio-interval", str(portfolio_interval),
+        python=python_in(ROOT, "-mv6_positions.cli"), env=env_for(),
     )
-    port = control_port = 0
-    while not (port and control_port):
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("simulator exited before listening")
-        if m := re.search(r"listening on [\d.]+:(\d+)", line):
-            port = int(m.group(1))
-        if m := re.search(r"control API on http://[\d.]+:(\d+)", line):
-            control_port = int(m.group(1))
-    return proc, port, control_port
 
 
 def stats(control_port: int) -> dict:

@@ -19,6 +19,7 @@ import tempfile
 import time
 import tracemalloc
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from ib_async import IB
@@ -48,11 +49,18 @@ class TimedWriter(HistoryWriter):
         return written
 
 
-def start_simulator(book: str, max_lines: int) -> tuple[subprocess.Popen, int, int]:
+def start_simulator(
+    book: str,
+    max_lines: int,
+    *extra: str,
+    python: Sequence[str] = (sys.executable, "-m", "v6_positions.cli"),
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, int, int]:
+    """The gateway simulator in its own process; returns it with its API port and control port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "v6_positions.cli", "--log-level", "WARNING", "simulate", "--port", "0",
-         "--control-port", "0", "--book", book, "--max-lines", str(max_lines)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [*python, "--log-level", "WARNING", "simulate", "--port", "0", "--control-port", "0", "--book", book,
+         "--max-lines", str(max_lines), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
     port = control = 0
     while not (port and control):

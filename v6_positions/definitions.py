@@ -31,7 +31,7 @@ def build_definitions(
             checks.registry_rows_valid,
         ],
         jobs=[
-            stream.build_stream_job(f"{settings.ib_host}:{settings.ib_port}"),
+            stream.build_stream_job(settings.gateway),
             jobs.batch_job,
             jobs.health_check_job,
             jobs.lake_maintenance_job,

@@ -17,10 +17,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from v6_positions.config import Settings
+
+if TYPE_CHECKING:
+    from v6_positions.simulator.book import Book
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_TEMPLATE = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
@@ -97,13 +102,21 @@ def prepare_dagster_home(home: Path) -> Path:
     return home
 
 
-def register_demo_legs(settings: Settings) -> int:
+def register_demo_legs(
+    lake_uri: str,
+    storage_options: Mapping[str, str] | None = None,
+    *,
+    book: Book | None = None,
+    count: int | None = None,
+) -> list[int]:
+    """Register the strategy legs of `book` (default: the demo book) as ACTIVE, the first `count` of them
+    (default all); returns their conids. The demo does this at start; tests do it to have legs to stream."""
     # Imported here so `v6-positions --help` stays fast.
     from v6_positions.lake.registry import StrategyRegistry
     from v6_positions.simulator import demo_strategy_legs, load_book
 
-    registry = StrategyRegistry(settings.lake_uri, settings.lake_storage_options)
-    legs = demo_strategy_legs(load_book("demo"))
+    registry = StrategyRegistry(lake_uri, None if storage_options is None else dict(storage_options))
+    legs = demo_strategy_legs(load_book("demo") if book is None else book)[:count]
     for leg in legs:
         registry.add_active(
             conid=leg.conid,
@@ -113,11 +126,16 @@ def register_demo_legs(settings: Settings) -> int:
             expiry=leg.expiry,
             strategy_id=leg.strategy_id,
         )
-    return len(legs)
+    return [leg.conid for leg in legs]
 
 
 def child_environment(settings: Settings, dagster_home: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # Batch runs' per-contract materializations are stored as batches (see defs/sqlite_event_log.py).
+    from v6_positions.defs.sqlite_event_log import EVENT_BATCH_ENV
+
+    for name, value in EVENT_BATCH_ENV.items():
+        env.setdefault(name, value)
     env.update(
         DAGSTER_HOME=str(dagster_home.resolve()),
         V6_LAKE_URI=settings.lake_uri,
@@ -187,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             simulator = start_simulator(settings.ib_host, settings.ib_port, args.control_port, args.book)
             processes.append(simulator)
             simulator.wait_for_line("listening on", timeout_s=30)
-            count = register_demo_legs(settings)
+            count = len(register_demo_legs(settings.lake_uri, settings.lake_storage_options))
             print(f"registered {count} demo strategy legs in {settings.lake_uri}", flush=True)
             control_url = f"http://{settings.ib_host}:{args.control_port}"
         dagster = start_dagster(child_environment(settings, home), args.ui_host, args.ui_port)

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from v6_positions.config import Settings
 from v6_positions.defs.partitions import contract_from_key
 from v6_positions.ib.batch import fetch_positions_zero_line
-from v6_positions.lake.history import PositionRow, write_rows
-from v6_positions.lake.queue import PositionQueue, QueueItem
+from v6_positions.lake.history import write_rows
+from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.rows import Key, PositionRow, QueueItem
 
-Key = tuple[str, int]
 BATCH_SOURCE = "batch"
 _ORIGIN = {"from_payload": "queued payload", "from_fetch": "zero-line fetch", "closed": "closed"}
 
@@ -55,7 +55,7 @@ def refresh_contracts(
     wanted = {contract_from_key(key): key for key in partition_keys}
     queue = PositionQueue(settings.lake_uri, settings.lake_storage_options or None)
     read_at = datetime.now(UTC)
-    due = [item for item in queue.due() if _key(item) in wanted]
+    due = queue.due(keys=wanted)
     outcome = BatchOutcome(requested=len(wanted), due=len(due))
     if not due:
         return outcome
@@ -74,10 +74,10 @@ def refresh_contracts(
     for item in due:
         row, how = _row_for(item, fetched, held_accounts, read_at)
         if row is None:
-            outcome.failed[_key(item)] = outcome.fetch_error or "no payload queued and no position fetched"
+            outcome.failed[item.key] = outcome.fetch_error or "no payload queued and no position fetched"
             continue
         setattr(outcome, how, getattr(outcome, how) + 1)
-        outcome.origins[_key(item)] = _ORIGIN[how]
+        outcome.origins[item.key] = _ORIGIN[how]
         rows.append(row)
 
     write_rows(settings.lake_uri, "queued_positions", rows, settings.lake_storage_options or None)
@@ -89,13 +89,9 @@ def refresh_contracts(
         by_error.setdefault(error, []).append(key)
     for error, keys in by_error.items():  # one MERGE per distinct error, not per contract
         queue.mark_failed(keys, error, updated_before=read_at)
-    outcome.committed_keys = {wanted[_key(row)]: row for row in rows}
+    outcome.committed_keys = {wanted[row.key]: row for row in rows}
     outcome.failed_keys = {wanted[key]: error for key, error in outcome.failed.items()}
     return outcome
-
-
-def _key(item: QueueItem | PositionRow) -> Key:
-    return (item.account, int(item.conid))
 
 
 def _row_for(
@@ -103,37 +99,18 @@ def _row_for(
 ) -> tuple[PositionRow | None, str]:
     """The row to write for a due item and where it came from (an outcome counter's name)."""
     if fetched is not None:
-        row = fetched.get(_key(item))
+        row = fetched.get(item.key)
         if row is not None:
             return dataclasses.replace(row, source=BATCH_SOURCE), "from_fetch"
         if not fetched or item.account in (held_accounts or ()):
             # The account's full position list came back without this contract: it is closed.
-            return _payload_row(item, read_at, position=0.0), "closed"
+            return item.observation(read_at, 0.0, BATCH_SOURCE), "closed"
     if item.position is None:
         return None, "failed"
-    return _payload_row(item, item.payload_time or read_at, position=item.position), "from_payload"
-
-
-def _payload_row(item: QueueItem, event_time: datetime, position: float) -> PositionRow:
-    return PositionRow(
-        account=item.account,
-        conid=item.conid,
-        symbol=item.symbol,
-        sec_type=item.sec_type,
-        right=item.right,
-        strike=item.strike,
-        expiry=item.expiry,
-        position=position,
-        market_price=item.market_price if position else None,
-        market_value=item.market_value if position else None,
-        average_cost=item.average_cost,
-        unrealized_pnl=item.unrealized_pnl if position else None,
-        source=BATCH_SOURCE,
-        event_time=event_time,
-    )
+    return item.observation(item.payload_time or read_at, item.position, BATCH_SOURCE), "from_payload"
 
 
 def _fetch_zero_line(settings: Settings, client_id: int, conids: set[int]) -> dict[Key, PositionRow]:
     # Only the due contracts get a reqPnLSingle; reqPositions still lists the whole account, so a due
     # contract missing from the answer is known to be closed.
-    return {_key(row): row for row in fetch_positions_zero_line(settings, client_id, conids=conids)}
+    return {row.key: row for row in fetch_positions_zero_line(settings, client_id, conids=conids)}

@@ -12,10 +12,9 @@ import dagster as dg
 import polars as pl
 
 from v6_positions.defs.assets import position_queue, positions, streamed_positions
-from v6_positions.defs.heartbeat import judge_stream_runs
+from v6_positions.defs.heartbeat import BUDGET_TAG, LINES_TAG, ROTATION_BOUND_TAG, judge_stream_runs
 from v6_positions.defs.metadata import age_seconds
 from v6_positions.defs.resources import HealthThresholds, IBResource, LakeResource, StreamSupervision
-from v6_positions.defs.stream import BUDGET_TAG, LINES_TAG, ROTATION_BOUND_TAG
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
@@ -157,13 +156,12 @@ def newest_rows(lake: LakeResource, conids: set[int], since: date) -> pl.DataFra
     asset=position_queue.key, description="The oldest pending queue item waits at most max_queue_age_s."
 )
 def queue_backlog_age(lake: LakeResource, thresholds: HealthThresholds) -> dg.AssetCheckResult:
-    due = PositionQueue(lake.root_uri, lake.storage_options).get_batch(limit=2**62)
-    oldest = min((item.queued_at for item in due if item.queued_at is not None), default=None)
-    age = age_seconds(oldest)
+    backlog = PositionQueue(lake.root_uri, lake.storage_options).backlog()  # one aggregate, no rows read
+    age = age_seconds(backlog.oldest_queued_at)
     return dg.AssetCheckResult(
         passed=age is None or age <= thresholds.max_queue_age_s,
         metadata={
-            "pending": len(due),
+            "pending": backlog.due,
             "oldest_pending_age_s": age,
             "max_queue_age_s": thresholds.max_queue_age_s,
         },

@@ -40,6 +40,11 @@ RELEASED_TAG = "v6/released"
 # One stream run per gateway: the job carries this tag; dagster.yaml's tag_concurrency_limits caps it.
 GATEWAY_TAG = "v6/stream-gateway"
 STREAM_JOB_NAME = "position_stream"
+# Run tags next to the heartbeat, so a reader of the run (sensor, checks) sees the line usage it vouches for.
+LINES_TAG = "v6/lines-in-use"
+BUDGET_TAG = "v6/line-budget"
+CONNECTED_TAG = "v6/connected"
+ROTATION_BOUND_TAG = "v6/rotation-bound-s"  # staleness bound of the rotating legs; "" when none rotate
 
 # Waiting for the run coordinator (perhaps for a dead run's slot): not ours to judge.
 _WAITING = (dg.DagsterRunStatus.QUEUED,)

@@ -46,7 +46,7 @@ def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lak
         lake.root_uri,
         lake.storage_options,
         retention_hours=config.retention_hours,
-        history_retention_days=lake.history_retention_days,
+        history_retention_days=lake.settings.history_retention_days,
     )
     for table, table_stats in stats.items():
         context.log.info(f"{table}: {table_stats}")

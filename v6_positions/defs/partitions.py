@@ -3,7 +3,7 @@
 The supervisor sensor adds keys, the batch schedule requests ranges of them and the asset reads them back, so
 all three import this one definition and the key helpers next to it.
 
-Key format: `<account>-<symbol>-<expiry>-<right>-<strike>-<conid>` for options (e.g.
+Key format: `<account>-<symbol>-<expiry>-<right>-<strike>-<conid>` for options (`contracts.is_option`, e.g.
 `DU1000001-SPY-20261218-C-600-123456`), `<account>-<symbol>-<sec_type>-<conid>` for anything else. The account
 is the first dash-separated token and the conid the last, so both can be recovered from the key; the other
 tokens are for the reader of the UI.
@@ -28,6 +28,8 @@ from dagster._core.events import (
 )
 from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
 from dagster._utils.tags import get_boolean_tag_value
+
+from v6_positions.contracts import is_option
 
 queued_contracts = dg.DynamicPartitionsDefinition(name="queued_contracts")
 
@@ -58,7 +60,7 @@ def contract_partition_key(
 ) -> str:
     """The readable, stable partition key of one queued contract."""
     head = _token(account) if account else _NO_ACCOUNT
-    if (sec_type or "OPT").upper() in {"OPT", "FOP"}:
+    if is_option(sec_type):
         middle = [_token(symbol), _token(expiry or "NA"), _token(right or "NA"), _strike_token(strike)]
     else:
         middle = [_token(symbol), _token(sec_type)]

@@ -15,8 +15,9 @@ import polars as pl
 from v6_positions.defs.metadata import QUEUE_COLUMNS, REGISTRY_COLUMNS, rows_markdown
 from v6_positions.defs.partitions import contract_from_key, contract_partition_key, queued_contracts
 from v6_positions.defs.resources import LakeResource
-from v6_positions.lake.queue import PENDING, PositionQueue
+from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
+from v6_positions.lake.rows import PENDING
 from v6_positions.lake.tables import table_version
 
 # The recommended ceiling of partition additions per evaluation; the rest waits for the next tick.

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.definitions.target import ExecutableDefinition  # a job, asset job or graph
 
 from v6_positions.defs.jobs import (
     BATCH_JOB_NAME,
@@ -81,7 +82,7 @@ def batch_run_requests(
     if busy:
         return dg.SkipReason(f"batch run {busy[0].dagster_run.run_id} is still in progress")
     queue = PositionQueue(lake.root_uri, lake.storage_options)
-    due = {item.key for item in queue.due()}  # only due rows are read from the queue
+    due = queue.due_keys()  # only the keys of due rows are read from the queue
     if not due:
         return dg.SkipReason("no pending queued contracts")
     # Ranges follow the partitions' insertion order, which only the listing gives; the listing is bounded by
@@ -128,27 +129,33 @@ def build_batch_schedule(cron_schedule: str = "* * * * *") -> dg.ScheduleDefinit
     return queued_positions_batch
 
 
-health_check_schedule = dg.ScheduleDefinition(
-    name="position_health_checks_every_5_min",
-    cron_schedule="*/5 * * * *",
-    job=health_check_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Line budget, stream freshness, queue backlog age, registry legs without a position.",
-)
+def _running(name: str, cron: str, job: ExecutableDefinition, description: str) -> dg.ScheduleDefinition:
+    """A schedule that runs from the moment the code location loads (nobody has to switch it on)."""
+    return dg.ScheduleDefinition(
+        name=name,
+        cron_schedule=cron,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
 
-lake_maintenance_schedule = dg.ScheduleDefinition(
-    name="lake_maintenance_daily",
-    cron_schedule="17 3 * * *",
-    job=lake_maintenance_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Compact, checkpoint and vacuum every Delta table once a day.",
-)
 
-queue_cleanup_schedule = dg.ScheduleDefinition(
-    name="queued_positions_cleanup",
-    cron_schedule="7 * * * *",
-    job=queue_cleanup_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: remove the partitions and queue rows of contracts that are closed or past expiry, "
+health_check_schedule = _running(
+    "position_health_checks_every_5_min",
+    "*/5 * * * *",
+    health_check_job,
+    "Line budget, stream freshness, queue backlog age, registry legs without a position.",
+)
+lake_maintenance_schedule = _running(
+    "lake_maintenance_daily",
+    "17 3 * * *",
+    lake_maintenance_job,
+    "Compact, checkpoint and vacuum every Delta table once a day.",
+)
+queue_cleanup_schedule = _running(
+    "queued_positions_cleanup",
+    "7 * * * *",
+    queue_cleanup_job,
+    "Hourly: remove the partitions and queue rows of contracts that are closed or past expiry, "
     "so partitions, queue and schedule ticks stay the size of the book.",
 )

@@ -1,8 +1,9 @@
 """The stream job: one long-lived run that holds the IB stream, reports progress and a heartbeat.
 
-The streamer (asyncio, ib_async) runs on its own event loop in a worker thread; the op's main thread only
-waits on it, stamps the heartbeat, and logs progress at a bounded rate. Keeping Dagster calls on the main
-thread matters because the run context is not thread-safe.
+The streamer (asyncio, ib_async) runs on its own event loop in a worker thread (`stream_thread.py`); the
+op's main thread only waits on it, stamps the heartbeat, and logs progress at a bounded rate
+(`stream_report.py`). Keeping Dagster calls on the main thread matters because the run context is not
+thread-safe. This module owns the run's life: start, refuse to connect, stop, and how the run ends.
 
 Stopping: while it streams, the op turns SIGINT/SIGTERM (Dagster's "Terminate", or Ctrl-C / SIGTERM reaching
 every process of `dagster dev` at once) into a clean stop: cancel streams, flush buffered rows, disconnect. A
@@ -14,7 +15,7 @@ concurrency limit. The op stamps its worker process before connecting and `v6/re
 lets go as soon as it reads that the supervisor judged it dead, so its replacement never overlaps it.
 """
 
-import asyncio
+# No `from __future__ import annotations`: Dagster reads the op's config and resource annotations as types.
 import signal
 import threading
 import time
@@ -25,33 +26,13 @@ from typing import NoReturn
 
 import dagster as dg
 
-from v6_positions.config import Settings
-from v6_positions.defs.heartbeat import (
-    GATEWAY_TAG,
-    STREAM_JOB_NAME,
-    WORKER_TAG,
-    judge_stream_runs,
-    mark_released,
-    worker_identity,
-    write_heartbeat,
-)
-from v6_positions.defs.metadata import position_rows_frame, rows_markdown
+from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME, judge_stream_runs, mark_released
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
-from v6_positions.ib.handlers import DeltaLakePositionWriter, row_from_update
-from v6_positions.ib.streamer import PositionStreamer, StreamStatus
-from v6_positions.ib.updates import PositionUpdate
-from v6_positions.lake.history import HistoryWriter, PositionRow
-from v6_positions.lake.queue import PositionQueue
-from v6_positions.lake.registry import StrategyRegistry
-
-# Run tags next to the heartbeat, so a reader of the run (sensor, checks) sees the line usage it vouches for.
-LINES_TAG = "v6/lines-in-use"
-BUDGET_TAG = "v6/line-budget"
-CONNECTED_TAG = "v6/connected"
-ROTATION_BOUND_TAG = "v6/rotation-bound-s"  # staleness bound of the rotating legs; "" when none rotate
+from v6_positions.defs.stream_report import StreamReporter
+from v6_positions.defs.stream_thread import STOP_GRACE_S, LatestRows, StreamThread
+from v6_positions.lake.history import HistoryWriter
 
 _POLL_S = 0.5  # how often the main thread wakes: bounds shutdown latency, not the event rate
-_STOP_GRACE_S = 30.0  # time the streamer gets to cancel streams, flush and disconnect
 _CANCELED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 _FENCED = (*_CANCELED, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,227 +41,6 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class StreamConfig(dg.Config):
     # 0 = run until terminated (production); tests and demos bound it.
     duration_s: float = 0.0
-
-
-class _LatestRows:
-    """A handler that keeps the newest row per contract, for the progress events' table (no storage read)."""
-
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, int], PositionRow] = {}
-        self._lock = threading.Lock()
-
-    async def on_position_update(self, update: PositionUpdate) -> None:
-        row = row_from_update(update)
-        with self._lock:
-            self._rows[(row.account, row.conid)] = row
-
-    def rows(self) -> list[PositionRow]:
-        with self._lock:
-            return list(self._rows.values())
-
-
-class _StreamThread(threading.Thread):
-    """Builds the streamer on its own event loop (ib_async binds to the loop it is created on) and runs it."""
-
-    def __init__(self, settings: Settings, writer: HistoryWriter, latest: _LatestRows) -> None:
-        super().__init__(name="v6-position-stream", daemon=True)
-        self._settings = settings
-        self._writer = writer
-        self._latest = latest
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self.streamer: PositionStreamer | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # handed to the op, which fails the run with it
-            self.error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        s = self._settings
-        registry = StrategyRegistry(s.lake_uri, s.lake_storage_options or None)
-        queue = PositionQueue(s.lake_uri, s.lake_storage_options or None)
-        self.streamer = PositionStreamer(
-            s, registry, queue, handlers=[DeltaLakePositionWriter(self._writer), self._latest]
-        )
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
-        self._ready.set()
-        await self.streamer.run(self._stop_event)
-
-    def request_stop(self) -> None:
-        self._ready.wait(timeout=_STOP_GRACE_S)
-        loop, stop = self._loop, self._stop_event
-        if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-
-    def status(self) -> StreamStatus | None:
-        return None if self.streamer is None else self.streamer.status()
-
-
-def _status_metadata(status: StreamStatus | None, started: float) -> dict[str, object]:
-    if status is None:
-        return {"connected": False, "uptime_s": round(time.monotonic() - started, 1)}
-    lag = None
-    if status.last_update_at is not None:
-        lag = round(time.time() - status.last_update_at.timestamp(), 1)
-    return {
-        "connected": status.connected,
-        "lines_in_use": status.lines_in_use,
-        "line_budget": status.line_budget,
-        "lines": f"{status.lines_in_use} / {status.line_budget}",
-        "streamed_contracts": len(status.streamed_conids),
-        "rows_flushed": status.rows_flushed,
-        "queued_contracts": status.queued_count,
-        "queue_rows_written": status.queue_rows_written,
-        "unfit_active_legs": len(status.unfit),
-        "demoted_legs": len(status.demoted),  # IB refused the contract (200/354); 101 never demotes
-        "active_legs_not_held": len(status.legs_not_held),
-        "ib_line_cap": status.line_cap,  # lines IB granted after a 101 (None: the budget applies)
-        "rejections_101": status.rejections_101,
-        "waiting_for_client_id": status.waiting_for_client_id,
-        "ib_link_lost": status.link_lost,
-        "competing_session_10197": status.competing_session,
-        "unvalued_queued_holdings": status.valuations_missing,
-        "registry_invalid_rows": status.registry_invalid_rows,
-        "registry_unreadable": status.registry_error is not None,
-        "reconnects": status.reconnects,
-        "last_update_lag_s": lag,
-        "uptime_s": round(time.monotonic() - started, 1),
-        **_rotation_metadata(status),
-    }
-
-
-def _rotation_metadata(status: StreamStatus) -> dict[str, object]:
-    """Issue 12: legs beyond the long-lived lines rotate through a pool; each one's score and age."""
-    rotation = status.rotation
-    if rotation is None:
-        return {"rotating_legs": 0}
-    legs = sorted(status.rotation_legs, key=lambda leg: -leg.score)[:50]
-    table = "| conid | risk score | age s | line |\n|---|---|---|---|\n" + "\n".join(
-        f"| {leg.conid} | {leg.score:.1f} | {'-' if leg.age_s is None else f'{leg.age_s:.1f}'} | {leg.line} |"
-        for leg in legs
-    )
-    return {
-        "rotating_legs": rotation.overflow,
-        "rotation_pool_lines": rotation.pool_lines,
-        "rotation_bound_s": None if rotation.bound_s is None else round(rotation.bound_s, 1),
-        "rotation_max_age_s": None if rotation.max_age_s is None else round(rotation.max_age_s, 1),
-        "rotation_quote_latency_p95_s": round(rotation.latency_p95_s, 3),
-        "rotation_legs": dg.MetadataValue.md(table),
-    }
-
-
-class _Reporter:
-    """Heartbeat every `heartbeat_interval_s`, asset events every `progress_interval_s`: never per tick."""
-
-    def __init__(
-        self,
-        context: dg.OpExecutionContext,
-        supervision: StreamSupervision,
-        writer: HistoryWriter,
-        latest: _LatestRows,
-    ) -> None:
-        self.context = context
-        self.supervision = supervision
-        self.writer = writer
-        self.latest = latest
-        self.started = time.monotonic()
-        self._next_beat = 0.0
-        self._next_progress = self.started + supervision.progress_interval_s
-        self._rows_reported = 0
-        self._queue_rows_reported = 0
-
-    def tick(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
-        """Heartbeat and progress when due; returns the run's recorded status when it was read."""
-        now = time.monotonic()
-        run_status = None
-        if now >= self._next_beat:
-            run_status = self.beat(status)
-        if now >= self._next_progress:
-            self._next_progress = now + self.supervision.progress_interval_s
-            self.progress(status)
-        return run_status
-
-    def beat(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
-        """Stamp the heartbeat; returns the run's status as the instance records it (None if unreadable).
-
-        A failed write (a locked or unreachable run database) is logged, not raised: the stream goes on, and
-        if the supervisor judges the run dead meanwhile, the next readable status says so.
-        """
-        self._next_beat = time.monotonic() + self.supervision.heartbeat_interval_s
-        if status is None:
-            tags = {LINES_TAG: "0", CONNECTED_TAG: "false"}
-        else:
-            tags = {
-                LINES_TAG: str(status.lines_in_use),
-                BUDGET_TAG: str(status.line_budget),
-                CONNECTED_TAG: str(status.connected).lower(),
-                ROTATION_BOUND_TAG: _bound_tag(status),
-            }
-        try:
-            write_heartbeat(self.context.instance, self.context.run_id, extra=tags)
-            return self.run_status()
-        except Exception as exc:  # the stream must outlive a slow or broken run database
-            self.context.log.warning(f"heartbeat not written: {type(exc).__name__}: {exc}")
-            return None
-
-    def first_beat(self) -> dg.DagsterRunStatus:
-        """Before connecting: say which process runs the op, then read the status (in that order, so a
-        supervisor that fenced the run and then sees no worker stamp knows it will never connect)."""
-        self._next_beat = time.monotonic() + self.supervision.heartbeat_interval_s
-        write_heartbeat(
-            self.context.instance,
-            self.context.run_id,
-            extra={WORKER_TAG: worker_identity(), LINES_TAG: "0", CONNECTED_TAG: "false"},
-        )
-        return self.run_status()
-
-    def run_status(self) -> dg.DagsterRunStatus:
-        run = self.context.instance.get_run_by_id(self.context.run_id)
-        return run.status if run is not None else dg.DagsterRunStatus.STARTED
-
-    def progress(self, status: StreamStatus | None) -> None:
-        metadata = _status_metadata(status, self.started)
-        rows = status.rows_flushed if status else 0
-        queue_rows = status.queue_rows_written if status else 0
-        # New rows committed -> a materialization; otherwise an observation keeps status visible.
-        event = dg.AssetMaterialization if rows > self._rows_reported else dg.AssetObservation
-        self.context.log_event(
-            event(
-                asset_key="streamed_positions",
-                metadata={
-                    **metadata,
-                    "rows_since_last_report": rows - self._rows_reported,
-                    "rows_buffered": self.writer.buffered,
-                    "latest_rows": rows_markdown(position_rows_frame(self.latest.rows())),
-                },
-            )
-        )
-        if queue_rows > self._queue_rows_reported:
-            self.context.log_event(
-                dg.AssetMaterialization(
-                    asset_key="position_queue",
-                    metadata={
-                        "queued_contracts": metadata.get("queued_contracts", 0),
-                        "queue_rows_written": queue_rows,
-                    },
-                )
-            )
-        self._rows_reported, self._queue_rows_reported = rows, queue_rows
-        self.context.log.info(
-            "stream: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if k != "line_budget")
-        )
-
-
-def _bound_tag(status: StreamStatus) -> str:
-    bound = status.rotation.bound_s if status.rotation is not None else None
-    return "" if bound is None else f"{bound:.1f}"
 
 
 @contextmanager
@@ -322,14 +82,17 @@ def stream_positions(
         flush_interval_s=settings.flush_interval_s,
         buffer_cap=settings.stream_buffer_cap,
     )
-    latest = _LatestRows()
-    reporter = _Reporter(context, supervision, writer, latest)
-    _claim_gateway(context, ib.gateway)
+    latest = LatestRows()
+    reporter = StreamReporter(context, supervision, writer, latest)
+    _claim_gateway(context, settings.gateway)
     # First heartbeat before connecting: the sensor's start-up grace ends here.
-    _refuse_unless_clear(context, reporter, reporter.first_beat(), ib.gateway, supervision)
-    thread = _StreamThread(settings, writer, latest)
+    _refuse_unless_clear(context, reporter, reporter.first_beat(), settings.gateway, supervision)
+    thread = StreamThread(settings, writer, latest)
     signalled = threading.Event()
-    context.log.info(f"streaming from {ib.gateway} (clientId {ib.client_id}, budget {ib.line_budget} lines)")
+    context.log.info(
+        f"streaming from {settings.gateway} (clientId {settings.ib_client_id}, "
+        f"budget {settings.line_budget} lines)"
+    )
     # Everything up to the run's last word runs with signals deferred, the final flush included.
     with _stop_on_signals(signalled):
         try:
@@ -337,7 +100,7 @@ def stream_positions(
             fenced = _stream_until_stopped(context, config, reporter, thread, signalled)
         except BaseException:
             thread.request_stop()  # never leave a stream behind a failed op: the process may live on
-            thread.join(timeout=_STOP_GRACE_S)
+            thread.join(timeout=STOP_GRACE_S)
             raise
         finally:
             try:
@@ -369,7 +132,7 @@ def _claim_gateway(context: dg.OpExecutionContext, gateway: str) -> None:
 
 def _refuse_unless_clear(
     context: dg.OpExecutionContext,
-    reporter: _Reporter,
+    reporter: StreamReporter,
     status: dg.DagsterRunStatus,
     gateway: str,
     supervision: StreamSupervision,
@@ -406,8 +169,8 @@ def _say_released(context: dg.OpExecutionContext) -> None:
 def _stream_until_stopped(
     context: dg.OpExecutionContext,
     config: StreamConfig,
-    reporter: _Reporter,
-    thread: _StreamThread,
+    reporter: StreamReporter,
+    thread: StreamThread,
     signalled: threading.Event,
 ) -> dg.DagsterRunStatus | None:
     """Report while the stream runs; stop it on a signal, a fencing run status or the duration.
@@ -420,8 +183,8 @@ def _stream_until_stopped(
     while thread.is_alive():
         thread.join(timeout=_POLL_S)
         if stopping_since is not None:
-            if time.monotonic() - stopping_since > _STOP_GRACE_S:
-                context.log.warning(f"the stream did not stop within {_STOP_GRACE_S:.0f}s: flushing anyway")
+            if time.monotonic() - stopping_since > STOP_GRACE_S:
+                context.log.warning(f"the stream did not stop within {STOP_GRACE_S:.0f}s: flushing anyway")
                 break
             continue
         run_status = reporter.tick(thread.status())
@@ -442,7 +205,7 @@ def _stream_until_stopped(
     return fenced
 
 
-def _end_as_canceled(context: dg.OpExecutionContext, reporter: _Reporter, cause: str) -> NoReturn:
+def _end_as_canceled(context: dg.OpExecutionContext, reporter: StreamReporter, cause: str) -> NoReturn:
     """End the run as Dagster ends a run it terminated: CANCELED once the run is marked CANCELING.
 
     Dagster's run loop (`job_execution_iterator`) turns an interrupt into RUN_CANCELED when the run is

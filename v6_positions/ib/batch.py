@@ -18,10 +18,10 @@ from ib_async import IB, PnLSingle, Position
 
 from v6_positions.config import Settings
 from v6_positions.ib.client_ids import helper_id_range
-from v6_positions.ib.holdings import parse_multiplier
+from v6_positions.ib.holdings import apply_pnl, holding_from_position
 from v6_positions.ib.session import BATCH_FETCH, IBSession, SessionConfig
-from v6_positions.ib.values import clean_number
-from v6_positions.lake.history import PositionRow
+from v6_positions.ib.updates import row_from_holding
+from v6_positions.lake.rows import PositionRow
 
 log = logging.getLogger(__name__)
 
@@ -132,25 +132,7 @@ async def subscribe_pnl_paced(
 
 
 def _row(position: Position, pnl: PnLSingle, now: datetime) -> PositionRow:
-    contract = position.contract
-    quantity = float(position.position)
-    value = clean_number(pnl.value)
-    multiplier = parse_multiplier(contract.multiplier, contract.secType)
-    price = value / (quantity * multiplier) if value is not None and quantity else None
-    expiry = contract.lastTradeDateOrContractMonth or None
-    return PositionRow(
-        account=position.account,
-        conid=int(contract.conId),
-        symbol=contract.symbol,
-        sec_type=contract.secType,
-        right=contract.right or None,
-        strike=contract.strike or None,
-        expiry=expiry if expiry and len(expiry) == 8 else None,
-        position=quantity,
-        market_price=abs(price) if price is not None else None,
-        market_value=value,
-        average_cost=clean_number(position.avgCost),
-        unrealized_pnl=clean_number(pnl.unrealizedPnL),
-        source="batch",
-        event_time=now,
-    )
+    """A fetched position valued by its P&L answer; no usable value leaves the values None."""
+    holding = holding_from_position(position)
+    apply_pnl(holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, now)
+    return row_from_holding(holding, now, source="batch")

@@ -1,10 +1,12 @@
-"""How many streaming market-data lines this process may hold."""
+"""How many streaming market-data lines this process may hold.
+
+`Settings.budget` builds the one `LineBudget` of a process from V6_MAX_LINES / V6_RESERVED_LINES; nothing
+else subtracts the reserve again.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from v6_positions.config import Settings
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,7 +29,3 @@ class LineBudget:
     def fits(self, in_use: int, extra: int = 1) -> bool:
         """Would `extra` more lines stay within the budget?"""
         return in_use + extra <= self.available
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LineBudget:
-        return cls(max_lines=settings.max_lines, reserved=settings.reserved_lines)

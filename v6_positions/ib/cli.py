@@ -83,11 +83,13 @@ def status_line(status: StreamStatus) -> str:
         line += " REGISTRY_UNREADABLE(last known legs kept)"
     if status.registry_invalid_rows:
         line += f" registry_invalid_rows={status.registry_invalid_rows}"
+    if status.queue_rows_rejected or status.queue_flush_errors:
+        line += f" queue_rejected={status.queue_rows_rejected} queue_flush_errors={status.queue_flush_errors}"
     history = status.history
     if history is not None:
         line += (
-            f" history_buffered={getattr(history, 'buffered', '?')} "
-            f"coalesced={getattr(history, 'coalesced', '?')} dropped={getattr(history, 'dropped', '?')}"
+            f" history_buffered={history.buffered} coalesced={history.coalesced} dropped={history.dropped} "
+            f"flush_errors={history.flush_errors}"
         )
     return line
 

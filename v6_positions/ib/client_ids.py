@@ -15,10 +15,6 @@ from v6_positions.config import Settings
 HELPER_ID_COUNT = 9
 
 
-def stream_client_id(settings: Settings) -> int:
-    return settings.ib_client_id
-
-
 def helper_client_ids(settings: Settings) -> tuple[int, ...]:
     first = settings.ib_client_id + 1
     return tuple(range(first, first + HELPER_ID_COUNT))
@@ -35,3 +31,26 @@ def helper_id_range(settings: Settings, first: int | None = None) -> tuple[int, 
             f"(V6_IB_CLIENT_ID): helpers use {stream + 1}..{stream + HELPER_ID_COUNT}"
         )
     return start, HELPER_ID_COUNT
+
+
+class ClientIdRange:
+    """Cycles through the configured clientIds; 326 moves on to the next one (helper clients only)."""
+
+    def __init__(self, ids: tuple[int, ...]):
+        if not ids:
+            raise ValueError("client id range is empty")
+        self._ids = ids
+        self._index = 0
+
+    @property
+    def current(self) -> int:
+        return self._ids[self._index]
+
+    def advance(self) -> int:
+        self._index = (self._index + 1) % len(self._ids)
+        return self.current
+
+    @property
+    def wrapped(self) -> bool:
+        """Back at the first id: every id of the range was tried."""
+        return self._index == 0

@@ -1,4 +1,5 @@
-"""Who receives position updates, and how one failing receiver is kept from hurting the others."""
+"""Who receives the stream's observations (PositionRows), and how one failing receiver is kept from hurting
+the others."""
 
 from __future__ import annotations
 
@@ -7,48 +8,19 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from v6_positions.ib.updates import PositionUpdate
-from v6_positions.lake.history import HistoryWriter, PositionRow
+from v6_positions.lake.history import HistoryWriter
+from v6_positions.lake.rows import PositionRow
 
 log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class PositionUpdateHandler(Protocol):
-    async def on_position_update(self, update: PositionUpdate) -> None: ...
-
-
-def row_from_update(update: PositionUpdate) -> PositionRow:
-    """PositionUpdate -> one `streamed_positions` row."""
-    return PositionRow(
-        account=update.account,
-        conid=update.conid,
-        symbol=update.symbol,
-        sec_type=update.sec_type,
-        right=update.right or None,
-        strike=update.strike,
-        expiry=update.expiry,
-        position=update.position,
-        market_price=update.market_price,
-        bid=update.bid,
-        ask=update.ask,
-        last=update.last,
-        market_value=update.market_value,
-        average_cost=update.average_cost,
-        unrealized_pnl=update.unrealized_pnl,
-        delta=update.delta,
-        gamma=update.gamma,
-        vega=update.vega,
-        theta=update.theta,
-        implied_vol=update.implied_vol,
-        underlying_price=update.underlying_price,
-        source=update.source,
-        event_time=update.timestamp,
-    )
+    async def on_position_update(self, row: PositionRow) -> None: ...
 
 
 class DeltaLakePositionWriter:
-    """Writes updates to `streamed_positions` through the micro-batching HistoryWriter.
+    """Writes rows to `streamed_positions` through the micro-batching HistoryWriter.
 
     `on_position_update` only buffers (no I/O on the event loop); a background task commits whatever is
     buffered every `writer.flush_interval_s` in a worker thread, so a burst of ticks is one commit.
@@ -57,14 +29,13 @@ class DeltaLakePositionWriter:
     def __init__(self, writer: HistoryWriter) -> None:
         self.writer = writer
         self._flusher: asyncio.Task | None = None
-        self.flush_errors = 0
 
     @property
     def rows_flushed(self) -> int:
         return self.writer.rows_flushed
 
-    async def on_position_update(self, update: PositionUpdate) -> None:
-        self.writer.append(row_from_update(update))  # raises InvalidRowError for a bad row: nothing buffered
+    async def on_position_update(self, row: PositionRow) -> None:
+        self.writer.append(row)  # raises InvalidRowError for a bad row: nothing buffered
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -75,8 +46,7 @@ class DeltaLakePositionWriter:
             if self.writer.due():
                 try:
                     await asyncio.to_thread(self.writer.flush_if_due)
-                except Exception:
-                    self.flush_errors += 1  # rows stay buffered (HistoryWriter puts them back)
+                except Exception:  # counted in writer.stats().flush_errors; rows stay buffered
                     log.exception("streamed_positions flush failed; retrying next interval")
 
     async def aclose(self) -> None:
@@ -89,15 +59,15 @@ class DeltaLakePositionWriter:
 
 
 class HandlerDispatcher:
-    """Feeds every update to every handler, in order, each call isolated.
+    """Feeds every row to every handler, in order, each call isolated.
 
-    Updates go through one asyncio.Queue consumed by one task (a reference is kept, unlike the seed's
+    Rows go through one asyncio.Queue consumed by one task (a reference is kept, unlike the seed's
     fire-and-forget `create_task`); a handler that raises is logged and counted, the others still run.
     """
 
     def __init__(self, handlers: Sequence[PositionUpdateHandler]) -> None:
         self.handlers = list(handlers)
-        self._queue: asyncio.Queue[PositionUpdate | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[PositionRow | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self.received = 0
         self.dispatched = 0
@@ -107,42 +77,42 @@ class HandlerDispatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def submit(self, update: PositionUpdate) -> None:
+    def submit(self, row: PositionRow) -> None:
         """Called from ib_async event callbacks (sync); never blocks."""
         self.received += 1
-        self._queue.put_nowait(update)
+        self._queue.put_nowait(row)
 
     async def _run(self) -> None:
         while True:
-            update = await self._queue.get()
-            if update is None:
+            row = await self._queue.get()
+            if row is None:
                 return
-            await self._dispatch(update)
+            await self._dispatch(row)
 
-    async def _dispatch(self, update: PositionUpdate) -> None:
+    async def _dispatch(self, row: PositionRow) -> None:
         results = await asyncio.gather(
-            *(_call(handler, update) for handler in self.handlers), return_exceptions=True
+            *(_call(handler, row) for handler in self.handlers), return_exceptions=True
         )
         for handler, result in zip(self.handlers, results, strict=True):
             if isinstance(result, BaseException):
                 self.errors += 1
                 log.error(
-                    "handler %s failed on conid=%s: %r", type(handler).__name__, update.conid, result,
+                    "handler %s failed on conid=%s: %r", type(handler).__name__, row.conid, result,
                     exc_info=result if not isinstance(result, ValueError) else None,
                 )
         self.dispatched += 1
 
     async def drain_and_close(self) -> None:
-        """Deliver every update already received, then close handlers that have `aclose` (flush)."""
+        """Deliver every row already received, then close handlers that have `aclose` (flush)."""
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
         else:  # never started: deliver inline
             while not self._queue.empty():
-                update = self._queue.get_nowait()
-                if update is not None:
-                    await self._dispatch(update)
+                row = self._queue.get_nowait()
+                if row is not None:
+                    await self._dispatch(row)
         for handler in self.handlers:
             close = getattr(handler, "aclose", None)
             if close is None:
@@ -153,6 +123,6 @@ class HandlerDispatcher:
                 log.exception("closing handler %s failed", type(handler).__name__)
 
 
-async def _call(handler: PositionUpdateHandler, update: PositionUpdate) -> None:
+async def _call(handler: PositionUpdateHandler, row: PositionRow) -> None:
     # Inside a coroutine, so even a handler that raises before its first await is caught by gather.
-    await handler.on_position_update(update)
+    await handler.on_position_update(row)

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
 from ib_async import Contract, Position
 
-from v6_positions.ib.values import clean_number
+from v6_positions.contracts import normalize_right, parse_multiplier
+from v6_positions.ib.values import clean_number, clean_price
+from v6_positions.lake.rows import Valuation
 
 HoldingKey = tuple[str, int]  # (account, conid): the queue's key; one contract may sit in several accounts
 
 
-@dataclass(slots=True)
-class Holding:
+@dataclass(slots=True, kw_only=True)
+class Holding(Valuation):
+    """One position (reqPositions) and its latest valuation (the Valuation fields: reqPnLSingle for queued
+    holdings, None until IB answered one)."""
+
     account: str
     contract: Contract
     position: float
     average_cost: float | None = None
-    # Latest valuation (reqPnLSingle for queued holdings), None until IB answered one.
-    market_price: float | None = None
-    market_value: float | None = None
-    unrealized_pnl: float | None = None
-    realized_pnl: float | None = None
-    payload_time: datetime | None = None
 
     @property
     def key(self) -> HoldingKey:
@@ -46,16 +44,20 @@ class Holding:
     def multiplier(self) -> float:
         return parse_multiplier(self.contract.multiplier, self.contract.secType)
 
-
-def parse_multiplier(raw: object, sec_type: str = "OPT") -> float:
-    """IB sends the multiplier as text ("100", "" for stocks)."""
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        return 100.0 if sec_type in ("OPT", "FOP") else 1.0
-    return value
+    def held_contract(self) -> dict[str, object]:
+        """The account and contract as the lake's columns (schemas.HELD_CONTRACT_COLUMNS), from IB's loose
+        fields: right C/P, strike None for IB's 0, expiry only when it is a full YYYYMMDD date."""
+        contract = self.contract
+        expiry = (contract.lastTradeDateOrContractMonth or "").strip()
+        return {
+            "account": self.account,
+            "conid": self.conid,
+            "symbol": contract.symbol or contract.localSymbol or str(self.conid),
+            "sec_type": (contract.secType or "OPT").upper(),
+            "right": normalize_right(contract.right),
+            "strike": clean_price(contract.strike) or None,
+            "expiry": expiry if len(expiry) == 8 and expiry.isdigit() else None,
+        }
 
 
 def holding_from_position(position: Position) -> Holding:

@@ -15,21 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from v6_positions.ib.session import Backoff
+from v6_positions.ib.backoff import Backoff
 
 # Freed lines must be found again within ~30 s: the longest wait between two probes (plus jitter) stays below.
 PROBE_BASE_S = 1.0
 PROBE_CAP_S = 15.0
-
-
-@dataclass(slots=True)
-class LineGrantStats:
-    cap: int | None
-    probing: bool
-    rejections: int  # 101s received
-    probes: int
-    probes_won: int
-    next_probe_in_s: float | None
 
 
 @dataclass(slots=True)
@@ -97,8 +87,3 @@ class LineGrant:
         if self.cap is None or self.probing:
             return None
         return max(0.0, self.probe_at - self.clock())
-
-    def stats(self) -> LineGrantStats:
-        return LineGrantStats(
-            self.cap, self.probing, self.rejections, self.probes, self.probes_won, self.seconds_to_probe()
-        )

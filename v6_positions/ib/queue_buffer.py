@@ -5,104 +5,93 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import fields
 
 from v6_positions.ib.holdings import Holding, HoldingKey
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.rows import QueueItem
+from v6_positions.lake.schemas import PAYLOAD_COLUMNS
 
 log = logging.getLogger(__name__)
 
-_OPTION_RIGHTS = {"C": "C", "P": "P", "CALL": "C", "PUT": "P"}
+# What makes a write new: everything the stream sets except the payload's time (IB re-sends the same values).
+_SIGNATURE = tuple(f.name for f in fields(QueueItem) if f.name != "payload_time")
 
 
 class QueueBuffer:
     def __init__(self, queue: PositionQueue) -> None:
         self.queue = queue
-        self._rows: dict[HoldingKey, dict[str, object]] = {}
+        self._items: dict[HoldingKey, QueueItem] = {}
         self._written: dict[HoldingKey, tuple] = {}  # what the lake already has, to skip no-op refreshes
         self._flush_lock = asyncio.Lock()
         self.rows_written = 0
         self.commits = 0
-        self.rows_rejected = 0
-        self.flush_errors = 0
+        self.rows_rejected = 0  # shown by the stream status (queue_rows_rejected)
+        self.flush_errors = 0  # shown by the stream status (queue_flush_errors)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._items)
 
     def put(self, holding: Holding, priority: int, *, force: bool = False) -> None:
         """Buffer the holding's latest payload; a key already buffered is merged (better priority wins).
         Without `force`, a payload identical to the one last written is skipped; routing changes force
         the write so the row is pending again."""
-        row = queue_row(holding, priority)
-        old = self._rows.get(holding.key)
+        item = queue_item(holding, priority)
+        old = self._items.get(holding.key)
         if old is not None:
-            row["priority"] = min(int(old["priority"]), priority)  # type: ignore[call-overload]
-        elif not force and self._written.get(holding.key) == _signature(row):
+            item.priority = min(old.priority, priority)
+        elif not force and self._written.get(holding.key) == _signature(item):
             return  # IB re-sent the same payload (the 3-minute portfolio push): nothing new to write
-        self._rows[holding.key] = row
-
+        self._items[holding.key] = item
 
     async def flush(self) -> int:
         """Write everything buffered in one commit (in a worker thread). Keeps the rows if the lake fails."""
         async with self._flush_lock:
-            if not self._rows:
+            if not self._items:
                 return 0
-            rows, self._rows = self._rows, {}
+            items, self._items = self._items, {}
             try:
-                written = await asyncio.to_thread(self._insert, list(rows.values()))
+                written = await asyncio.to_thread(self._insert, list(items.values()))
             except Exception:
                 self.flush_errors += 1
-                for key, row in rows.items():
-                    self._rows.setdefault(key, row)  # newer payloads buffered meanwhile win
-                log.exception("position_queue write of %d rows failed; kept for the next flush", len(rows))
+                for key, item in items.items():
+                    self._items.setdefault(key, item)  # newer payloads buffered meanwhile win
+                log.exception("position_queue write of %d rows failed; kept for the next flush", len(items))
                 return 0
             self.rows_written += written
-            for key, row in rows.items():
-                self._written[key] = _signature(row)
+            for key, item in items.items():
+                self._written[key] = _signature(item)
             return written
 
-    def _insert(self, rows: list[dict[str, object]]) -> int:
+    def _insert(self, items: list[QueueItem]) -> int:
         # One bad row refuses the whole batch: drop that row (logged) and write the rest.
-        while rows:
+        while items:
             try:
-                written = self.queue.insert_many(rows)
+                written = self.queue.insert_many(items)
             except InvalidRowError as exc:
                 if exc.row_index is None:
                     raise
-                bad = rows.pop(exc.row_index)
+                bad = items.pop(exc.row_index)
                 self.rows_rejected += 1
-                log.error("position_queue refused conid=%s: %s; row dropped", bad.get("conid"), exc)
+                log.error("position_queue refused conid=%s: %s; row dropped", bad.conid, exc)
                 continue
             self.commits += 1
             return int(written)
         return 0
 
 
-def _signature(row: dict[str, object]) -> tuple:
-    return tuple(value for name, value in row.items() if name != "payload_time")
+def _signature(item: QueueItem) -> tuple:
+    return tuple(getattr(item, name) for name in _SIGNATURE)
 
 
-def queue_row(holding: Holding, priority: int) -> dict[str, object]:
-    """A position_queue row from a holding; IB's loose contract fields normalised to the queue's rules."""
-    contract = holding.contract
-    expiry = (contract.lastTradeDateOrContractMonth or "").strip()
-    strike = contract.strike if isinstance(contract.strike, int | float) and contract.strike > 0 else None
+def queue_item(holding: Holding, priority: int) -> QueueItem:
+    """The position_queue row of a holding: its contract (normalised by Holding.held_contract), its
+    multiplier when a whole number, and its payload (Holding's payload fields are the queue's columns)."""
     multiplier = holding.multiplier
-    return {
-        "account": holding.account,
-        "conid": holding.conid,
-        "symbol": contract.symbol or contract.localSymbol or str(holding.conid),
-        "sec_type": (contract.secType or "OPT").upper(),
-        "right": _OPTION_RIGHTS.get((contract.right or "").upper()),
-        "strike": float(strike) if strike is not None else None,
-        "expiry": expiry if len(expiry) == 8 and expiry.isdigit() else None,
-        "multiplier": int(multiplier) if multiplier == int(multiplier) and multiplier > 0 else None,
-        "priority": priority,
-        "position": holding.position,
-        "average_cost": holding.average_cost,
-        "market_price": holding.market_price,
-        "market_value": holding.market_value,
-        "unrealized_pnl": holding.unrealized_pnl,
-        "realized_pnl": holding.realized_pnl,
-        "payload_time": holding.payload_time,
-    }
+    return QueueItem(
+        **holding.held_contract(),  # type: ignore[arg-type]
+        multiplier=int(multiplier) if multiplier == int(multiplier) and multiplier > 0 else None,
+        priority=priority,
+        **{name: getattr(holding, name) for name in PAYLOAD_COLUMNS},  # type: ignore[arg-type]
+    )

@@ -10,10 +10,9 @@ from typing import Any
 
 from ib_async import Contract
 
+from v6_positions.contracts import is_option, normalize_right, parse_multiplier
 from v6_positions.ib.risk import LegRiskInput
 from v6_positions.ib.values import clean_delta, clean_gamma, clean_implied_vol, clean_price
-
-RISK_SEC_TYPES = frozenset({"OPT", "FOP"})
 
 
 def combined_position(positions: Iterable[float]) -> float:
@@ -31,15 +30,15 @@ def leg_risk_input(
     underlying_move_sigma: float | None = None,
 ) -> LegRiskInput | None:
     """The risk inputs of one option leg; None for what the score does not rank (stocks, futures)."""
-    if contract.secType not in RISK_SEC_TYPES:
+    if not is_option(contract.secType):
         return None
     expiry = _expiry(contract.lastTradeDateOrContractMonth, contract.conId)
     return LegRiskInput(
         conid=int(contract.conId),
-        right=str(contract.right or "").upper()[:1],
+        right=normalize_right(contract.right) or "",
         strike=float(contract.strike),
         expiry=expiry,
-        multiplier=float(contract.multiplier or 100),
+        multiplier=parse_multiplier(contract.multiplier, contract.secType),
         position=float(position),
         spot=clean_price(model.undPrice) if model is not None else None,
         implied_vol=clean_implied_vol(model.impliedVol) if model is not None else None,

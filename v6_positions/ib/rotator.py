@@ -22,13 +22,19 @@ from typing import Any
 
 from ib_async import Contract, Ticker
 
+from v6_positions.config import Settings
+from v6_positions.contracts import is_option
 from v6_positions.ib.errors import MAX_TICKERS, PACING, SUBSCRIPTION_REJECTED
-from v6_positions.ib.rotation import Action, RotationScheduler
+from v6_positions.ib.periodic import stopped_within
+from v6_positions.ib.rotation import Action, RotationConfig, RotationScheduler
 from v6_positions.ib.values import clean_price, price_with_source
 
 log = logging.getLogger(__name__)
 
 QuoteCallback = Callable[[int, Ticker], None]
+
+# Time a Delta commit of streamed rows may take, counted into the rotation's staleness bound.
+COMMIT_ALLOWANCE_S = 0.5
 
 
 class LineRotator:
@@ -54,7 +60,6 @@ class LineRotator:
         self.on_full = on_full  # called on a 101: the account is full (the owner caps its lines)
         self.contracts: dict[int, Contract] = {}
         self.errors: Counter[int] = Counter()  # IB codes seen on our subscriptions
-        self.quotes = 0
         self._tickers: dict[int, Ticker] = {}
         self._subscribed_at: dict[int, float] = {}  # conid -> monotonic time of its current subscribe
         self._priced_at: dict[int, float] = {}  # conid -> when a price (without greeks) was first seen
@@ -95,6 +100,18 @@ class LineRotator:
                     pass
         finally:
             self.detach()
+
+    async def run_until(self, stop: asyncio.Event, rerank_s: float, rerank: Callable[[], None]) -> None:
+        """`run()` until `stop`; every `rerank_s` while legs rotate, `rerank()` (quotes move the scores: the
+        riskiest keep the long-lived lines)."""
+        task = asyncio.ensure_future(self.run())
+        try:
+            while not await stopped_within(stop, rerank_s):
+                if self.scheduler.legs:
+                    rerank()
+        finally:
+            self.stop()
+            await asyncio.gather(task, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopped = True
@@ -162,7 +179,6 @@ class LineRotator:
             if conid not in self._subscribed_at or self._tickers.get(conid) is not ticker:
                 continue
             if self._usable(conid, ticker):
-                self.quotes += 1
                 if self.on_quote is not None:
                     self.on_quote(conid, ticker)
                 self.scheduler.on_quote(conid)
@@ -181,7 +197,7 @@ class LineRotator:
         )
         if source is None:
             return False
-        if model is not None or ticker.contract.secType not in ("OPT", "FOP"):
+        if model is not None or not is_option(ticker.contract.secType):
             return True
         first = self._priced_at.setdefault(conid, time.monotonic())
         return time.monotonic() - first >= self.greeks_grace_s
@@ -206,6 +222,29 @@ class LineRotator:
                 if self.on_full is not None:
                     self.on_full()
             self._wake.set()
+
+
+def stream_rotator(
+    ib: Any,
+    settings: Settings,
+    on_quote: QuoteCallback,
+    *,
+    generic_ticks: str = "",
+    enabled: Callable[[], bool] = lambda: True,
+    on_full: Callable[[], None] | None = None,
+) -> LineRotator | None:
+    """The stream's rotating pool of `V6_ROTATION_LINES` lines; None when it is off (0)."""
+    if settings.rotation_lines <= 0:
+        return None
+    config = RotationConfig(
+        floor_lines=settings.rotation_lines,
+        # a quote's row is committed within a flush interval plus the commit itself
+        flush_interval_s=settings.flush_interval_s + COMMIT_ALLOWANCE_S,
+    )
+    return LineRotator(
+        ib, RotationScheduler(config, time.monotonic), on_quote,
+        generic_ticks=generic_ticks, enabled=enabled, on_full=on_full,
+    )
 
 
 def _clear_quote(ticker: Ticker) -> None:

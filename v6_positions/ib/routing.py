@@ -53,10 +53,10 @@ class RoutingPlan:
     streamed: list[int] = field(default_factory=list)  # conids, one line each, in subscription order
     queued: list[QueueDecision] = field(default_factory=list)
     reports: list[RoutingReport] = field(default_factory=list)
-    closed: list[tuple[str, int]] = field(default_factory=list)  # position 0: neither streamed nor queued
 
     @property
     def unfit(self) -> list[int]:
+        """Active legs that did not fit the lines, in routing order (they rotate or wait for a probe)."""
         return [report.conid for report in self.reports if report.kind == "over_budget"]
 
 
@@ -92,8 +92,7 @@ def route(
     held_conids: set[int] = set()
 
     for item in held:
-        if item.position == 0:
-            plan.closed.append((item.account, item.conid))
+        if item.position == 0:  # closed: neither streamed nor queued (its active leg is reported not held)
             continue
         held_conids.add(item.conid)
         if item.conid not in active:

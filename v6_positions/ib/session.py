@@ -19,6 +19,10 @@
   and it survives any error of its own (logged, then retried after the backoff).
 - Requests are throttled at 40 messages/s (ib_async's default is 45) to leave IB's 50/s limit some room when
   a burst (start-up subscriptions, a 1101 replay) reaches the gateway bunched.
+
+One module (~400 lines) because IBSession is one lifecycle (connect, 326 wait, heartbeat, link loss,
+reconnect) whose steps share its fields; its parts with a life of their own live in `backoff.py` and
+`client_ids.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from ib_async import IB
 from ib_async.ib import StartupFetch
 
 from v6_positions.config import Settings
+from v6_positions.ib.backoff import Backoff
+from v6_positions.ib.client_ids import ClientIdRange
 from v6_positions.ib.errors import (
     CLIENT_ID_IN_USE,
     CONNECTIVITY_LOST,
@@ -86,46 +92,6 @@ class SessionConfig:
         return tuple(range(self.client_id, self.client_id + max(1, self.client_id_count)))
 
 
-class Backoff:
-    """Delay before the n-th retry: base * 2**n, capped, times (1 +- jitter)."""
-
-    def __init__(self, base_s: float, cap_s: float, jitter: float = 0.2, rng: random.Random | None = None):
-        self.base_s, self.cap_s, self.jitter = base_s, cap_s, jitter
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        raw = min(self.cap_s, self.base_s * (2**self.attempt))
-        self.attempt += 1
-        return max(0.0, raw * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-class ClientIdRange:
-    """Cycles through the configured clientIds; 326 moves on to the next one (helper clients only)."""
-
-    def __init__(self, ids: tuple[int, ...]):
-        if not ids:
-            raise ValueError("client id range is empty")
-        self._ids = ids
-        self._index = 0
-
-    @property
-    def current(self) -> int:
-        return self._ids[self._index]
-
-    def advance(self) -> int:
-        self._index = (self._index + 1) % len(self._ids)
-        return self.current
-
-    @property
-    def wrapped(self) -> bool:
-        """Back at the first id: every id of the range was tried."""
-        return self._index == 0
-
-
 class ConnectResult(enum.Enum):
     CONNECTED = "connected"
     CLIENT_ID_IN_USE = "client_id_in_use"
@@ -163,7 +129,6 @@ class IBSession:
         self._unproven = False  # the last attempt failed, or the last connection was never proven healthy
         self.connects = 0
         self.reconnects = 0
-        self.last_heartbeat_at: float | None = None
         self.last_connect_error: str | None = None
         self.waiting_for_client_id = False  # the stream's id is in use: waiting for it, not streaming
         self.client_id_waits = 0
@@ -184,10 +149,6 @@ class IBSession:
     def link_lost(self) -> bool:
         """The gateway said it lost IB (1100/2110) and has not said it is back."""
         return self._link_lost_at is not None
-
-    @property
-    def link_lost_for_s(self) -> float | None:
-        return None if self._link_lost_at is None else time.monotonic() - self._link_lost_at
 
     @property
     def roams(self) -> bool:
@@ -337,7 +298,6 @@ class IBSession:
         if not first:
             self.reconnects += 1
         self._link_lost_at = None
-        self.last_heartbeat_at = time.monotonic()
         log.info("connected clientId=%s (%s)", self._ids.current, "first" if first else "reconnect")
         if self._on_connected is not None:
             try:
@@ -372,7 +332,6 @@ class IBSession:
                 return
         try:
             await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.config.heartbeat_timeout_s)
-            self.last_heartbeat_at = time.monotonic()
             if self._link_lost_at is None:  # healthy: the next drop reconnects at once, backoff from scratch
                 self._unproven = False
                 self._backoff.reset()

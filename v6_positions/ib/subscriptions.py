@@ -7,7 +7,9 @@ no duplicates, no leftovers.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,8 +55,6 @@ class SubscriptionRegistry:
         self._api = api
         self._generic_ticks = generic_ticks
         self._subs: dict[int, Subscription] = {}
-        self.requests_sent = 0
-        self.cancels_sent = 0
 
     # -- queries -------------------------------------------------------------------------------------------
     @property
@@ -81,6 +81,15 @@ class SubscriptionRegistry:
             return False
         sub.confirmed = True
         return True
+
+    def accepted(self) -> list[int]:
+        """Unconfirmed streams IB has answered with its tick parameters or data: their lines are held."""
+        return [conid for conid in self.unconfirmed if _accepted(self._subs[conid].ticker)]
+
+    def overdue(self, timeout_s: float) -> list[int]:
+        """Unconfirmed streams silent for `timeout_s` since requested (IB's 101 would have come at once)."""
+        now = time.monotonic()
+        return [conid for conid in self.unconfirmed if now - self._subs[conid].requested_at >= timeout_s]
 
     def ticker(self, conid: int) -> Ticker | None:
         sub = self._subs.get(conid)
@@ -169,18 +178,24 @@ class SubscriptionRegistry:
         sub.req_id = _req_id_of(self._api, sub.ticker)
         sub.confirmed = False
         sub.requested_at = time.monotonic()
-        self.requests_sent += 1
         log.debug("reqMktData conid=%s reqId=%s", sub.conid, sub.req_id)
 
     def _cancel(self, sub: Subscription) -> None:
         try:
             self._api.cancelMktData(sub.contract)
-            self.cancels_sent += 1
         except Exception:  # a cancel that fails must not keep the registry inconsistent
             log.exception("cancelMktData failed for conid=%s", sub.conid)
         sub.ticker = None
         sub.req_id = None
         sub.confirmed = False
+
+
+def _accepted(ticker: Ticker | None) -> bool:
+    """IB accepts a reqMktData with tickReqParams at once (ib_async sets `ticker.minTick`, no event)."""
+    if ticker is None:
+        return False
+    min_tick = ticker.minTick
+    return (min_tick is not None and not math.isnan(min_tick)) or ticker.time is not None
 
 
 def _req_id_of(api: object, ticker: Ticker) -> int | None:
@@ -192,3 +207,18 @@ def _req_id_of(api: object, ticker: Ticker) -> int | None:
         return wrapper.ticker2ReqId["mktData"].get(ticker)
     except (AttributeError, KeyError, TypeError):
         return None
+
+
+def stream_contract(contract: Contract) -> Contract:
+    """The contract to request data for: a copy, routed SMART when the position came without an exchange."""
+    requested = copy.copy(contract)
+    if not requested.exchange:
+        requested.exchange = "SMART"
+    return requested
+
+
+def contract_label(contract: Contract) -> str:
+    """A contract in a log line: symbol, sec type, expiry, strike and right, blanks left out."""
+    c = contract
+    parts = (c.symbol, c.secType, c.lastTradeDateOrContractMonth, c.strike, c.right)
+    return " ".join(str(v) for v in parts if v)

@@ -7,8 +7,9 @@ from v6_positions.lake.errors import InvalidRowError, LakeError, LakeSchemaError
 from v6_positions.lake.history import HistoryWriter, PositionRow, WriterStats, write_rows
 from v6_positions.lake.maintenance import maintain
 from v6_positions.lake.positions import apply_to_positions, read_positions, refresh_positions
-from v6_positions.lake.queue import PositionQueue, QueueItem
+from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import RegistryLeg, StrategyRegistry
+from v6_positions.lake.rows import QueueItem
 from v6_positions.lake.tables import read_table, table_version
 
 __all__ = [

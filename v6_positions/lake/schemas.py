@@ -39,7 +39,9 @@ class TableSpec:
         return pl.DataFrame(schema=self.polars_schema)
 
 
-_CONTRACT = {
+# Column groups shared by several tables and by the records that carry them (lake/rows.py), declared once.
+# The contract of a row (IB's fields, normalised by lake/validation.py):
+CONTRACT_COLUMNS: dict[str, pl.DataType] = {
     "conid": pl.Int64(),
     "symbol": pl.String(),
     "sec_type": pl.String(),
@@ -47,6 +49,8 @@ _CONTRACT = {
     "strike": pl.Float64(),
     "expiry": pl.String(),  # YYYYMMDD, as IB spells lastTradeDateOrContractMonth
 }
+# A contract as held in one account: the key and contract columns every position table starts with.
+HELD_CONTRACT_COLUMNS: dict[str, pl.DataType] = {"account": pl.String(), **CONTRACT_COLUMNS}
 
 # strategy_registry is the bots' interface: strategy engines write legs into it directly (deltalake,
 # polars). Its contract, checked on every read:
@@ -68,7 +72,7 @@ _CONTRACT = {
 STRATEGY_REGISTRY = TableSpec(
     name="strategy_registry",
     columns={
-        **_CONTRACT,
+        **CONTRACT_COLUMNS,
         "multiplier": pl.Int64(),
         "strategy_id": pl.Int64(),
         "active": pl.Boolean(),
@@ -77,35 +81,29 @@ STRATEGY_REGISTRY = TableSpec(
     keys=("conid",),
 )
 
-QUEUE_PAYLOAD_FIELDS = (
-    "position",
-    "average_cost",
-    "market_price",
-    "market_value",
-    "unrealized_pnl",
-    "realized_pnl",
-    "payload_time",
-)
+# What IB last told the stream about a queued holding (reqPositions + reqPnLSingle): the queue's payload.
+PAYLOAD_COLUMNS: dict[str, pl.DataType] = {
+    "position": pl.Float64(),
+    "average_cost": pl.Float64(),
+    "market_price": pl.Float64(),
+    "market_value": pl.Float64(),
+    "unrealized_pnl": pl.Float64(),
+    "realized_pnl": pl.Float64(),
+    "payload_time": UTC_TIMESTAMP,
+}
 
 POSITION_QUEUE = TableSpec(
     name="position_queue",
     columns={
-        "account": pl.String(),
-        **_CONTRACT,
+        **HELD_CONTRACT_COLUMNS,
         "multiplier": pl.Int64(),
         "priority": pl.Int64(),
         "status": pl.String(),  # pending | done | failed
         "attempts": pl.Int64(),
         "last_error": pl.String(),
-        "queued_at": UTC_TIMESTAMP,  # when the current wait began: the age get_batch orders by
+        "queued_at": UTC_TIMESTAMP,  # when the current wait began: the age due() orders by
         "processed_at": UTC_TIMESTAMP,
-        "position": pl.Float64(),
-        "average_cost": pl.Float64(),
-        "market_price": pl.Float64(),
-        "market_value": pl.Float64(),
-        "unrealized_pnl": pl.Float64(),
-        "realized_pnl": pl.Float64(),
-        "payload_time": UTC_TIMESTAMP,
+        **PAYLOAD_COLUMNS,
         "updated_at": UTC_TIMESTAMP,  # last insert/refresh of this row
     },
     keys=("account", "conid"),
@@ -133,8 +131,7 @@ POSITION_QUEUE = TableSpec(
 # - theta: option price change per calendar day.
 # - implied_vol: a fraction (0.25 = 25 %).
 POSITION_ROW_COLUMNS: dict[str, pl.DataType] = {
-    "account": pl.String(),
-    **_CONTRACT,
+    **HELD_CONTRACT_COLUMNS,
     "position": pl.Float64(),
     "market_price": pl.Float64(),
     "bid": pl.Float64(),

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 
+from v6_positions.contracts import is_option, normalize_right
 from v6_positions.lake.errors import InvalidRowError
 
 KNOWN_SEC_TYPES = frozenset(
@@ -33,11 +34,6 @@ KNOWN_SEC_TYPES = frozenset(
         "CRYPTO",
     }
 )
-# Sec types whose contracts have a right and a strike.
-OPTION_SEC_TYPES = frozenset({"OPT", "FOP", "WAR", "IOPT"})
-
-_RIGHTS = {"C": "C", "P": "P", "CALL": "C", "PUT": "P"}
-
 
 def check_conid(conid: object) -> int:
     if isinstance(conid, bool) or not isinstance(conid, int) or conid <= 0:
@@ -60,12 +56,19 @@ def check_sec_type(sec_type: object) -> str:
     return normalised
 
 
-def check_right(right: object, *, required: bool) -> str | None:
-    if right is None or (isinstance(right, str) and not right.strip()):
+def _absent(field: str, value: object, *, required: bool, rule: str) -> bool:
+    """True when the value is missing (None or blank text); a missing required value breaks `rule`."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise InvalidRowError("right", right, "must be C or P")
+            raise InvalidRowError(field, value, rule)
+        return True
+    return False
+
+
+def check_right(right: object, *, required: bool) -> str | None:
+    if _absent("right", right, required=required, rule="must be C or P"):
         return None
-    normalised = _RIGHTS.get(right.strip().upper()) if isinstance(right, str) else None
+    normalised = normalize_right(right)
     if normalised is None:
         raise InvalidRowError("right", right, "must be C or P (CALL/PUT accepted)")
     return normalised
@@ -79,7 +82,7 @@ def check_strike(strike: object, *, required: bool, sec_type: str = "OPT") -> fl
     if isinstance(strike, bool) or not isinstance(strike, int | float):
         raise InvalidRowError("strike", strike, "must be a number > 0")
     value = float(strike)
-    if value == 0.0 and not required and sec_type not in OPTION_SEC_TYPES:
+    if value == 0.0 and not required and not is_option(sec_type):
         return None  # IB reports strike 0.0 for contracts that have none
     if math.isnan(value) or math.isinf(value) or value <= 0:
         raise InvalidRowError("strike", strike, "must be a finite number > 0")
@@ -87,9 +90,7 @@ def check_strike(strike: object, *, required: bool, sec_type: str = "OPT") -> fl
 
 
 def check_expiry(expiry: object, *, required: bool) -> str | None:
-    if expiry is None or (isinstance(expiry, str) and not expiry.strip()):
-        if required:
-            raise InvalidRowError("expiry", expiry, "must be a date spelled YYYYMMDD")
+    if _absent("expiry", expiry, required=required, rule="must be a date spelled YYYYMMDD"):
         return None
     if isinstance(expiry, date) and not isinstance(expiry, datetime):
         return expiry.strftime("%Y%m%d")
@@ -162,7 +163,7 @@ def check_registry_row(row: Mapping[str, object]) -> dict[str, object]:
     symbol = check_symbol(row.get("symbol"))
     raw_sec_type = row.get("sec_type")
     sec_type = "OPT" if raw_sec_type is None else check_sec_type(raw_sec_type)
-    option = sec_type in OPTION_SEC_TYPES
+    option = is_option(sec_type)
     right = check_right(row.get("right"), required=option)
     strike = check_strike(row.get("strike"), required=option, sec_type=sec_type)
     expiry = check_expiry(row.get("expiry"), required=option)

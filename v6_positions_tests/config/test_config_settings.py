@@ -50,6 +50,9 @@ def test_environment_values_are_parsed():
         ("V6_BATCH_CRON", "every minute", "V6_BATCH_CRON='every minute'"),
         ("V6_VALUATION_INTERVAL_S", "0", "V6_VALUATION_INTERVAL_S=0"),
         ("V6_VALUATION_INTERVAL_S", "soon", "V6_VALUATION_INTERVAL_S='soon': not a number"),
+        ("V6_MAX_LINES", "abc", "V6_MAX_LINES='abc': not an integer"),
+        ("V6_MAX_LINES", "2.5", "V6_MAX_LINES='2.5': not an integer"),
+        ("V6_FLUSH_INTERVAL_S", "inf", "V6_FLUSH_INTERVAL_S='inf': not a number"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable, value, message):

@@ -15,6 +15,7 @@ from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
 from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision
+from v6_positions.defs.sqlite_event_log import EVENT_BATCH_ENV
 
 # Tests that run on both instance storages: the embedded SQLite one and dagster-postgres on a real server.
 # A module name maps to the tests of it that run on both (None: all of them); any other test can opt in
@@ -29,6 +30,7 @@ BOTH_STORAGES: dict[str, set[str] | None] = {
 }
 STORAGES = ("sqlite", "postgres")
 PRODUCTION_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "production" / "dagster.yaml"
+LOCAL_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "local" / "dagster.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,6 +62,13 @@ def instance_storage(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "sqlite")
 
 
+def local_sqlite_storage(home: Path) -> dict[str, object]:
+    """deploy/local/dagster.yaml's `storage:` block (what `make demo` runs on), rooted at `home`."""
+    custom = dict(yaml.safe_load(LOCAL_CONFIG.read_text())["storage"]["custom"])
+    custom["config"] = {"base_dir": str(home)}
+    return {"custom": custom}
+
+
 def deployed_dagster_env() -> dict[str, str]:
     """The Dagster settings deploy/production/dagster.yaml gives run containers (`NAME=value` entries)."""
     launcher = yaml.safe_load(PRODUCTION_CONFIG.read_text())["run_launcher"]
@@ -72,16 +81,21 @@ def instance(
     tmp_path, request: pytest.FixtureRequest, instance_storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dg.DagsterInstance]:
     """A persistent test instance whose dagster.yaml lives in $DAGSTER_HOME (subprocesses open the same one):
-    embedded SQLite, or a fresh database of its own on the session's Postgres server, written to with the
-    event settings production runs get (also inherited by subprocess run workers)."""
+    embedded SQLite as deploy/local/dagster.yaml configures it, or a fresh database of its own on the
+    session's Postgres server, written to with the event settings each deployment's runs get (also inherited
+    by subprocess run workers)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     overrides: dict[str, object] = {}
     if instance_storage == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         overrides["storage"] = server.dagster_storage()
-        for name, value in deployed_dagster_env().items():
-            monkeypatch.setenv(name, value)
+        event_env = deployed_dagster_env()
+    else:
+        overrides["storage"] = local_sqlite_storage(home)
+        event_env = EVENT_BATCH_ENV
+    for name, value in event_env.items():
+        monkeypatch.setenv(name, value)
     with dg.instance_for_test(overrides, temp_dir=str(home)) as test_instance:
         yield test_instance
 

@@ -1,16 +1,13 @@
-"""Helpers shared by the Dagster tests (plain functions; fixtures live in conftest.py)."""
+"""Helpers shared by the Dagster tests (plain functions; fixtures live in conftest.py).
+
+Bounded polls are `polling.wait_for`; demo legs are registered with `v6_positions.launch.register_demo_legs`.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import dagster as dg
 
-from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.tables import read_table
-from v6_positions.simulator import load_book
-from v6_positions.simulator.book import demo_strategy_legs
 
 
 def tick(
@@ -39,24 +36,6 @@ def apply_partitions(instance: dg.DagsterInstance, result: dg.SensorResult) -> l
         instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
         added.extend(request.partition_keys)
     return added
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def register_demo_legs(lake_root: str) -> set[int]:
-    registry = StrategyRegistry(lake_root)
-    legs = demo_strategy_legs(load_book("demo"))
-    for leg in legs:
-        registry.add_active(leg.conid, leg.symbol, leg.right, leg.strike, leg.expiry, leg.strategy_id)
-    return {leg.conid for leg in legs}
 
 
 def streamed_conids(lake_root: str) -> set[int]:

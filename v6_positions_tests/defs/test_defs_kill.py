@@ -14,11 +14,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from defs_helpers import register_demo_legs, streamed_conids, tick, wait_for
+from defs_helpers import streamed_conids, tick
+from polling import wait_for
 
-from v6_positions.defs.heartbeat import RELEASED_TAG, STREAM_JOB_NAME
-from v6_positions.defs.stream import LINES_TAG
+from v6_positions.defs.heartbeat import LINES_TAG, RELEASED_TAG, STREAM_JOB_NAME
 from v6_positions.lake.tables import open_table, read_table
+from v6_positions.launch import register_demo_legs
 from v6_positions.simulator import SimulatorThread
 
 WORKER = Path(__file__).with_name("stream_worker.py")
@@ -100,7 +101,7 @@ def lines_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance) -> bo
 
 @pytest.mark.timeout(150)
 def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_defs, instance, lake_root):
-    active = register_demo_legs(lake_root)
+    active = set(register_demo_legs(lake_root))
     with stream_worker(sim, instance, lake_root, flush_interval_s=0.5) as worker:
         run = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")
         wait_for(lambda: streamed_conids(lake_root) >= active, 30, "every active leg flushed")
@@ -133,7 +134,7 @@ def test_killed_stream_run_is_failed_and_replaced_without_losing_rows(sim, make_
 def test_a_shutdown_flushes_every_buffered_row_and_cancels_the_run(sim, instance, lake_root):
     """Ctrl-C on `make demo` signals every process of `dagster dev` at once, so the run worker may get
     SIGINT and SIGTERM back to back (Dagster's "Terminate" sends SIGINT alone): one clean stop either way."""
-    active = register_demo_legs(lake_root)
+    active = set(register_demo_legs(lake_root))
     # No flush falls due while streaming: every row the run received is still in its buffer at the signal.
     with stream_worker(sim, instance, lake_root, flush_interval_s=3600) as worker:
         run = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")
@@ -171,7 +172,7 @@ def test_a_run_wrongly_judged_dead_lets_go_before_its_replacement_streams(
     """Frozen (a stuck heartbeat write, a long lock), the run is judged dead while its socket still holds its
     lines. Its replacement is requested only after it woke up, read that it was failed, and let go: the
     simulator never sees the two runs' lines at the same time."""
-    active = register_demo_legs(lake_root)
+    active = set(register_demo_legs(lake_root))
     defs = make_defs(sim.port, stale_after_s=2.0, restart_backoff_s=0)
     with stream_worker(sim, instance, lake_root, flush_interval_s=0.5) as first:
         old = wait_for(lambda: streaming_run(instance, len(active)), 90, "the stream run to report its lines")

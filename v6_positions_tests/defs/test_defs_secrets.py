@@ -29,9 +29,8 @@ from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
 from v6_positions.lake.queue import PositionQueue
-from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.tables import read_table
-from v6_positions.simulator import demo_strategy_legs, load_book
+from v6_positions.launch import register_demo_legs
 
 
 def _files_containing(root: Path, needles: list[str]) -> dict[str, list[str]]:
@@ -69,9 +68,7 @@ def test_storage_secrets_never_reach_dagster_or_logs(
     settings = Settings.from_env()
     assert secret not in repr(settings) and token not in repr(settings)
     defs = build_definitions(settings, StreamSupervision(heartbeat_interval_s=0.5, progress_interval_s=1.0))
-    registry = StrategyRegistry(root, options)
-    for leg in demo_strategy_legs(load_book("demo")):
-        registry.add_active(leg.conid, leg.symbol, leg.right, leg.strike, leg.expiry, leg.strategy_id)
+    register_demo_legs(root, options)
 
     # The supervisor asks for a stream run; it streams; then the queue sensor, batch, checks, maintenance.
     supervised = tick(defs, instance)

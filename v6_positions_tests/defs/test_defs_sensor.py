@@ -13,7 +13,8 @@ import uuid
 import dagster as dg
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from defs_helpers import apply_partitions, queue_tick, tick, wait_for
+from defs_helpers import apply_partitions, queue_tick, tick
+from polling import wait_for
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions

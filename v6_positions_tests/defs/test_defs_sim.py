@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 import pytest
-from defs_helpers import apply_partitions, queue_tick, register_demo_legs, streamed_conids
+from defs_helpers import apply_partitions, queue_tick, streamed_conids
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
+from v6_positions.launch import register_demo_legs
 from v6_positions.simulator import load_book
 
 STREAM_DURATION_S = 10.0  # a bounded stream run: long enough to connect, route and flush a few times
@@ -39,7 +40,7 @@ def check_results(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[st
 
 @pytest.mark.timeout(120)
 def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_root):
-    active = register_demo_legs(lake_root)
+    active = set(register_demo_legs(lake_root))
     defs = make_defs(sim.port)
     gateway = f"127.0.0.1:{sim.port}"
 

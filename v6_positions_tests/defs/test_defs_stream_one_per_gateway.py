@@ -26,12 +26,12 @@ from v6_positions.definitions import defs
 from v6_positions.defs.heartbeat import (
     GATEWAY_TAG,
     HEARTBEAT_TAG,
+    LINES_TAG,
     RELEASED_TAG,
     STREAM_JOB_NAME,
     judge_stream_runs,
     write_heartbeat,
 )
-from v6_positions.defs.stream import LINES_TAG
 
 LOCAL_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "local" / "dagster.yaml"
 # The gateway the code location's IB resource talks to (and its supervisor sensor caps).

@@ -10,9 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +25,7 @@ from e2e_graphql import (
     graphql,
 )
 from e2e_processes import alive, descendants, free_ports, port_is_listening
+from polling import wait_for
 
 from v6_positions.lake.tables import read_table
 from v6_positions.simulator import demo_strategy_legs, load_book
@@ -41,20 +41,8 @@ EXPECTED_EDGES = {
 ASSET_NAMES = {"strategy_registry", "streamed_positions", "position_queue", "queued_positions", "positions"}
 
 
-def wait_for(what: str, probe: Callable[[], object], timeout_s: float, every_s: float = 1.0) -> object:
-    """Poll `probe` until it returns something truthy; fail naming `what` and the last value seen."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as exc:  # the service may still be starting
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last seen: {last!r}")
+# The services may still be starting: a probe that raises means "not yet".
+STARTING = (Exception,)
 
 
 class System:
@@ -100,7 +88,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     started = System(tmp_path_factory.mktemp("e2e"))
     started.start()
     try:
-        wait_for("the Dagster webserver", lambda: started.gql("{ version }"), timeout_s=180)
+        wait_for(lambda: started.gql("{ version }"), 180, "the Dagster webserver", every=1, tolerate=STARTING)
     except AssertionError:
         started.process.kill()
         raise AssertionError(f"the demo did not come up:\n{started.log_tail()}") from None
@@ -128,14 +116,18 @@ def test_asset_graph_has_the_designed_lineage(system: System) -> None:
 def test_the_sensor_started_one_stream_run_holding_exactly_the_active_legs(system: System) -> None:
     active_legs = len(demo_strategy_legs(load_book("demo")))
     wait_for(
-        "a STARTED stream run",
         lambda: system.runs("position_stream", ["STARTED"]),
-        timeout_s=150,
+        150,
+        "a STARTED stream run",
+        every=1,
+        tolerate=STARTING,
     )
     wait_for(
-        f"simulator lines_in_use == {active_legs}",
         lambda: system.simulator_stats()["lines_in_use"] == active_legs,
-        timeout_s=60,
+        60,
+        f"simulator lines_in_use == {active_legs}",
+        every=1,
+        tolerate=STARTING,
     )
     stats = system.simulator_stats()
     assert stats["max_lines_in_use"] == active_legs
@@ -151,7 +143,9 @@ def test_a_scheduled_batch_run_materialized_queued_partitions(system: System) ->
             if any(tag["key"] == "dagster/schedule_name" for tag in run["tags"])
         ]
 
-    runs = wait_for("a successful scheduled batch run", succeeded_scheduled_batch, timeout_s=200, every_s=3)
+    runs = wait_for(
+        succeeded_scheduled_batch, 200, "a successful scheduled batch run", every=3, tolerate=STARTING
+    )
     tags = {tag["key"]: tag["value"] for tag in runs[0]["tags"]}
     assert "dagster/asset_partition_range_start" in tags
     stats = system.gql(MATERIALIZED_PARTITIONS, {"assetKey": {"path": ["queued_positions"]}})
@@ -180,7 +174,7 @@ def test_checks_evaluate_and_pass(system: System) -> None:
         status = [r for r in system.runs("position_health_checks") if r["runId"] == run_id][0]["status"]
         return status if status in {"SUCCESS", "FAILURE", "CANCELED"} else None
 
-    assert wait_for("the health-check run to finish", finished, timeout_s=120) == "SUCCESS"
+    assert wait_for(finished, 120, "the health-check run to finish", every=1, tolerate=STARTING) == "SUCCESS"
     for asset, check in (
         ("streamed_positions", "lines_within_budget"),
         ("streamed_positions", "active_legs_fresh"),
@@ -204,7 +198,7 @@ def test_delta_tables_hold_the_simulators_book(system: System) -> None:
         positions = read_table(system.lake_uri, "positions")
         return set(zip(positions["account"], positions["conid"], strict=True)) == held
 
-    wait_for("positions == the simulator's book", book_complete, timeout_s=150, every_s=3)
+    wait_for(book_complete, 150, "positions == the simulator's book", every=3, tolerate=STARTING)
     streamed = read_table(system.lake_uri, "streamed_positions")
     assert set(streamed["conid"].unique().to_list()) == active
     positions = read_table(system.lake_uri, "positions")
@@ -237,7 +231,13 @@ def test_the_ui_shows_the_asset_graph_in_a_real_browser(system: System, tmp_path
         ).stdout
         return {name for name in ASSET_NAMES if f">{name}<" in dom}
 
-    wait_for("every asset name on the lineage page", lambda: rendered_asset_names() == ASSET_NAMES, 180, 2)
+    wait_for(
+        lambda: rendered_asset_names() == ASSET_NAMES,
+        180,
+        "every asset name on the lineage page",
+        every=2,
+        tolerate=STARTING,
+    )
     subprocess.run([chromium, *flags, f"--screenshot={screenshot}", page], capture_output=True, timeout=60)
     assert screenshot.exists() and screenshot.stat().st_size > 50_000, "the screenshot is empty"
 
@@ -247,6 +247,6 @@ def test_stopping_leaves_no_process_behind(system: System) -> None:
     assert started, "the demo started no processes"
     system.process.send_signal(signal.SIGINT)
     assert system.process.wait(timeout=90) == 0, system.log_tail()
-    wait_for("every started process to exit", lambda: not alive(started), timeout_s=30, every_s=0.5)
+    wait_for(lambda: not alive(started), 30, "every started process to exit", every=0.5, tolerate=STARTING)
     for port in (system.ui_port, system.ib_port, system.control_port):
         assert not port_is_listening(port), f"port {port} still listening"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from polling import wait_until
 
 from v6_positions.config import Settings
 from v6_positions.ib.handlers import DeltaLakePositionWriter
 from v6_positions.ib.session import SessionConfig
 from v6_positions.ib.streamer import PositionStreamer
 from v6_positions.lake import HistoryWriter, PositionQueue, StrategyRegistry, read_table
-from v6_positions.simulator import SimulatorThread, demo_strategy_legs, load_book
+from v6_positions.launch import register_demo_legs
+from v6_positions.simulator import SimulatorThread, load_book
 
 
 @pytest.fixture
@@ -57,11 +58,7 @@ class Kit:
         return replace(Settings(lake_uri=self.root, ib_port=port, flush_interval_s=0.3), **overrides)
 
     def register_demo_legs(self, sim: SimulatorThread, count: int | None = None) -> list[int]:
-        registry = StrategyRegistry(self.root)
-        legs = demo_strategy_legs(sim.book)[:count]
-        for leg in legs:
-            registry.add_active(*leg)
-        return [leg.conid for leg in legs]
+        return register_demo_legs(self.root, book=sim.book, count=count)
 
     def streamer(self, settings: Settings, *, handlers=None, **kwargs) -> PositionStreamer:
         writer = HistoryWriter(self.root, flush_interval_s=settings.flush_interval_s)
@@ -88,13 +85,7 @@ class Kit:
 
     @staticmethod
     async def until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-            await asyncio.sleep(0.05)
+        await wait_until(predicate, timeout, what, every=0.05)
 
     @staticmethod
     @contextlib.asynccontextmanager

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import polars as pl
 from ib_async import Contract
 
+from v6_positions.ib.cli import status_line
+
 
 def test_restart_with_five_seconds_down_reconnects_and_resumes(sim, kit):
     kit.register_demo_legs(sim)
@@ -247,3 +249,32 @@ def test_an_unreadable_registry_at_the_first_connect_queues_everything_and_strea
             await kit.until(lambda: streamer.status().lines_in_use == 2, what="streams once readable")
 
     asyncio.run(scenario())
+
+
+def test_a_failing_queue_write_shows_in_the_status_and_its_rows_land_once_the_lake_is_back(sim, kit):
+    kit.register_demo_legs(sim, count=2)
+    streamer = kit.streamer(kit.settings(sim.port))
+    queue = streamer.queue_buffer.queue
+    real_insert = queue.insert_many
+    broken = [True]
+
+    def insert_many(items) -> int:  # the lake is unreachable for a while
+        if broken[0]:
+            raise OSError("lake unreachable")
+        return real_insert(items)
+
+    queue.insert_many = insert_many
+
+    async def scenario():
+        async with kit.running(streamer):
+            await kit.until(lambda: streamer.status().queue_flush_errors >= 1, what="a failed queue commit")
+            status = streamer.status()
+            assert status.synced and status.queue_rows_written == 0
+            assert status.queued_count > 0 and "queue_flush_errors=" in status_line(status)
+            broken[0] = False
+            await kit.until(lambda: streamer.status().queue_rows_written >= status.queued_count,
+                            what="the kept rows written")
+        return status.queued_count
+
+    queued = asyncio.run(scenario())
+    assert len(kit.queue().keys()) >= queued  # nothing was lost while the lake failed

@@ -50,13 +50,21 @@ def _legs(sim: SimulatorThread, count: int) -> tuple[dict[int, Contract], dict[i
     }
 
 
+def _hand_over(
+    sim: SimulatorThread, rotator: LineRotator, count: int, budget: int
+) -> tuple[dict[int, Contract], dict[int, float]]:
+    """Give the rotator `count` legs of the book and `budget` lines."""
+    contracts, scores = _legs(sim, count)
+    rotator.set_legs(contracts, scores)
+    rotator.set_budget(budget)
+    return contracts, scores
+
+
 def test_150_legs_on_100_lines_all_quoted_within_the_bound_riskiest_long_lived_no_100_or_101() -> None:
     with SimulatorThread(load_book("generated:160"), max_lines=100, quote_latency=(0.1, 0.3)) as sim:
 
         async def scenario(sim, rotator, sched, last_quote) -> None:
-            contracts, scores = _legs(sim, 150)
-            rotator.set_legs(contracts, scores)
-            rotator.set_budget(100)
+            contracts, scores = _hand_over(sim, rotator, 150, budget=100)
             await _until(lambda: len(last_quote) == 150, 30, "every leg quoted once")
             bound = sched.bound_s()
             assert bound is not None
@@ -88,9 +96,7 @@ def test_a_leg_deactivated_mid_rotation_leaves_the_pool_at_once() -> None:
     with SimulatorThread(load_book("generated:130"), max_lines=100, quote_latency=(1.0, 1.0)) as sim:
 
         async def scenario(sim, rotator, sched, last_quote) -> None:
-            contracts, scores = _legs(sim, 120)
-            rotator.set_legs(contracts, scores)
-            rotator.set_budget(100)
+            contracts, scores = _hand_over(sim, rotator, 120, budget=100)
             # slow quotes (1 s) keep pool lines waiting: catch one held by a rotating leg
             await _until(
                 lambda: any(s.role == "rotate" and s.line == "held" for s in sched.status()),
@@ -115,9 +121,7 @@ def test_a_101_holds_no_line_caps_the_budget_and_rotation_goes_on() -> None:
         sim.hold_lines(30)  # the phone app holds 30 lines the stream was not told about
 
         async def scenario(sim, rotator, sched, last_quote) -> None:
-            contracts, scores = _legs(sim, 120)
-            rotator.set_legs(contracts, scores)
-            rotator.set_budget(100)
+            contracts, scores = _hand_over(sim, rotator, 120, budget=100)
             await _until(lambda: sched.budget <= 70, 15, "budget capped by a 101")
             assert sched.lines_held() <= 70
             await _until(lambda: len(last_quote) == 120, 30, "every leg quoted through the smaller pool")

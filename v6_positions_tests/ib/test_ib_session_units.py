@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from ib_async import Contract, Ticker
 
+from v6_positions.ib.backoff import Backoff
+from v6_positions.ib.client_ids import ClientIdRange
 from v6_positions.ib.handlers import HandlerDispatcher
-from v6_positions.ib.session import Backoff, ClientIdRange, SessionConfig
+from v6_positions.ib.session import SessionConfig
 from v6_positions.ib.subscriptions import SubscriptionRegistry
-from v6_positions.ib.updates import PositionUpdate
+from v6_positions.lake.rows import PositionRow
 
 
 def test_backoff_grows_exponentially_with_jitter_and_cap():
@@ -72,22 +74,25 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
-    async def on_position_update(self, update: PositionUpdate) -> None:
+    async def on_position_update(self, update: PositionRow) -> None:
         self.seen.append(update.conid)
 
 
 class Broken:
-    async def on_position_update(self, update: PositionUpdate) -> None:
+    async def on_position_update(self, update: PositionRow) -> None:
         raise RuntimeError("boom")
 
 
 class BrokenSync:
-    def on_position_update(self, update: PositionUpdate):  # not even a coroutine
+    def on_position_update(self, update: PositionRow):  # not even a coroutine
         raise ValueError("bad")
 
 
-def make_update(conid: int) -> PositionUpdate:
-    return PositionUpdate(conid, "SPY", "C", 1, 1.0, 100.0, 90.0, 10.0, datetime.now(UTC))
+def make_update(conid: int) -> PositionRow:
+    return PositionRow(
+        "", conid, "SPY", right="C", position=1, market_price=1.0, market_value=100.0, average_cost=90.0,
+        unrealized_pnl=10.0, event_time=datetime.now(UTC),
+    )
 
 
 def test_a_failing_handler_never_stops_the_others():

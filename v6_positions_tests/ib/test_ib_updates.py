@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from ib_async import Contract, OptionComputation, Position, Ticker
 
-from v6_positions.ib.handlers import row_from_update
-from v6_positions.ib.holdings import apply_pnl, holding_from_position, parse_multiplier
-from v6_positions.ib.queue_buffer import queue_row
-from v6_positions.ib.updates import update_from_ticker
+from v6_positions.contracts import parse_multiplier
+from v6_positions.ib.holdings import apply_pnl, holding_from_position
+from v6_positions.ib.queue_buffer import queue_item
+from v6_positions.ib.updates import row_from_ticker
 from v6_positions.ib.values import choose_price, clean_delta, clean_number, clean_price
+from v6_positions.lake.rows import validated_record
 
 SENTINELS = [-1, 1.7976931348623157e308, 2147483647, math.nan, math.inf, None]
 NOW = datetime(2026, 1, 2, 15, 30, tzinfo=UTC)
@@ -54,10 +55,10 @@ def test_choose_price_order():
     assert choose_price(None, None, None, None) is None
 
 
-def test_update_from_ticker_values_the_position_like_ib():
+def test_row_from_ticker_values_the_position_like_ib():
     ticker = make_ticker(bid=1.0, ask=1.2, last=1.15, close=1.05, time=NOW)
     ticker.modelGreeks = OptionComputation(0, 0.2, 0.45, 1.1, 0.0, 0.01, 0.2, -0.05, 601.0)
-    update = update_from_ticker(ticker, holding())
+    update = row_from_ticker(ticker, holding())
     assert update.market_price == pytest.approx(1.1)
     assert update.market_value == pytest.approx(1.1 * -2 * 100)
     assert update.unrealized_pnl == pytest.approx(-220.0 - 150.0 * -2)
@@ -65,17 +66,18 @@ def test_update_from_ticker_values_the_position_like_ib():
     assert update.implied_vol == 0.2
     assert (update.account, update.expiry, update.strike) == ("DU1", "20261218", 600.0)
     assert update.source == "stream"
-    assert update.timestamp == NOW
+    assert update.event_time == NOW
 
 
-def test_update_from_ticker_with_only_sentinels_has_no_price():
+def test_row_from_ticker_with_only_sentinels_has_no_price():
     ticker = make_ticker(bid=-1, ask=1.7976931348623157e308, last=math.nan, close=-1)
     ticker.modelGreeks = OptionComputation(0, None, None, None, None, math.nan, math.nan, math.nan, -1)
-    update = update_from_ticker(ticker, holding())
+    update = row_from_ticker(ticker, holding())
     assert update.market_price is None and update.market_value is None and update.unrealized_pnl is None
     assert update.bid is None and update.ask is None
     assert update.gamma is None and update.vega is None and update.underlying_price is None
-    row = row_from_update(update)  # the lake accepts it
+    row = update
+    validated_record(row)  # the lake accepts it
     assert row.market_price is None
 
 
@@ -95,18 +97,18 @@ def test_multiplier_parsing():
     assert parse_multiplier("", "OPT") == 100
 
 
-def test_queue_row_normalises_loose_contract_fields():
+def test_queue_item_normalises_loose_contract_fields():
     h = holding()
     h.contract.lastTradeDateOrContractMonth = "202612"  # month-only expiry: not a date
     h.contract.right = "CALL"
-    row = queue_row(h, 0)
-    assert row["expiry"] is None and row["right"] == "C" and row["multiplier"] == 100 and row["priority"] == 0
+    row = queue_item(h, 0)
+    assert row.expiry is None and row.right == "C" and row.multiplier == 100 and row.priority == 0
 
 
 def test_a_one_sided_wing_is_priced_from_the_model_and_minus_two_greeks_are_missing():
     model = OptionComputation(0, 0.45, -0.03, 0.07, 0.0, -2.0, -2.0, -2.0, 600.0)  # vega/theta/gamma: -2
     ticker = make_ticker(bid=-1.0, ask=0.10, last=0.55, modelGreeks=model)  # no bid; `last` is stale
-    update = update_from_ticker(ticker, holding(position=-2, avg=150.0), NOW)
+    update = row_from_ticker(ticker, holding(position=-2, avg=150.0), NOW)
     assert update.market_price == 0.07  # IB's model price, not the stale 0.55
     assert update.market_value == pytest.approx(0.07 * -2 * 100)
     assert (update.delta, update.gamma, update.vega, update.theta) == (-0.03, None, None, None)

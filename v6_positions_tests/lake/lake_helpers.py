@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from v6_positions.lake.rows import PositionRow
 from v6_positions.lake.tables import table_uri
 
 if TYPE_CHECKING:  # the concurrency workers import this module without the tests' root on sys.path
@@ -32,3 +34,15 @@ class Lake:
             return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
         prefix = f"lake/{table}/"
         return [key[len(prefix) :] for key in self._s3.keys(self._bucket, prefix)]
+
+
+def aged_row(account: str, conid: int, position: float, minutes_ago: float, source: str) -> PositionRow:
+    """An SPY observation of `position`, `minutes_ago` old."""
+    return PositionRow(
+        account=account,
+        conid=conid,
+        symbol="SPY",
+        position=position,
+        source=source,
+        event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )

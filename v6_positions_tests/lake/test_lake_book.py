@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from lake_helpers import Lake
+from lake_helpers import Lake, aged_row
 
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
@@ -27,18 +27,6 @@ from v6_positions.lake.rows import history_frame, validated_records
 from v6_positions.lake.schemas import HISTORY_TABLES, spec_for
 from v6_positions.lake.tables import read_table
 
-
-def _row(account: str, conid: int, position: float, minutes_ago: float, source: str) -> PositionRow:
-    return PositionRow(
-        account=account,
-        conid=conid,
-        symbol="SPY",
-        position=position,
-        source=source,
-        event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
-    )
-
-
 _COLUMNS = ["account", "conid", "position", "market_price", "source", "event_time", "written_at"]
 
 
@@ -53,21 +41,21 @@ def _book(lake: Lake) -> pl.DataFrame:
 
 def test_write_rows_keeps_the_book_current_without_a_rebuild(lake: Lake) -> None:
     root, options = lake.root, lake.options
-    rows = [_row("A", 1, 5.0, 10, "batch"), _row("A", 2, 1.0, 10, "batch")]
+    rows = [aged_row("A", 1, 5.0, 10, "batch"), aged_row("A", 2, 1.0, 10, "batch")]
     write_rows(root, "queued_positions", rows, options)
     assert _book(lake)["position"].to_list() == [5.0, 1.0]
     stream = HistoryWriter(root, storage_options=options)
-    stream.append(_row("A", 1, 6.0, 1, "stream"))
+    stream.append(aged_row("A", 1, 6.0, 1, "stream"))
     stream.flush()
     assert _book(lake).filter(pl.col("conid") == 1)["source"].to_list() == ["stream"]
-    stream.append(_row("A", 2, 0.0, 2, "stream"))  # closed
+    stream.append(aged_row("A", 2, 0.0, 2, "stream"))  # closed
     stream.flush()
     assert _book(lake)["conid"].to_list() == [1]
     # A batch fetch older than the close commits after it: the close must stand.
-    write_rows(root, "queued_positions", [_row("A", 2, 1.0, 3, "batch")], options)
+    write_rows(root, "queued_positions", [aged_row("A", 2, 1.0, 3, "batch")], options)
     assert _book(lake)["conid"].to_list() == [1]
     # Reopened: newer than the close.
-    write_rows(root, "queued_positions", [_row("A", 2, 4.0, 0, "batch")], options)
+    write_rows(root, "queued_positions", [aged_row("A", 2, 4.0, 0, "batch")], options)
     assert _book(lake)["position"].to_list() == [6.0, 4.0]
     assert _book(lake).equals(_full_rebuild(lake))
 
@@ -176,7 +164,7 @@ def test_nothing_lost_when_the_batch_and_the_stream_commit_at_once(lake: Lake) -
 def test_positions_stays_compact_and_checkpointed(lake: Lake) -> None:
     root, options = lake.root, lake.options
     for conid in range(1, 13):  # 12 merges, each inserting a row into its own new file
-        write_rows(root, "queued_positions", [_row("A", conid, 1.0, 1, "batch")], options)
+        write_rows(root, "queued_positions", [aged_row("A", conid, 1.0, 1, "batch")], options)
     table = DeltaTable(lake.uri("positions"), storage_options=options)
     assert len(table.file_uris()) <= COMPACT_ABOVE_FILES
     assert table.metadata().configuration["delta.checkpointInterval"] == "10"
@@ -186,11 +174,15 @@ def test_positions_stays_compact_and_checkpointed(lake: Lake) -> None:
 
 def test_apply_to_positions_replays_rows_and_refuses_bad_ones_whole(lake: Lake) -> None:
     root, options = lake.root, lake.options
-    rows = [_row("A", 1, 2.0, 5, "stream"), _row("A", 1, 3.0, 1, "stream"), _row("A", 2, 1.0, 1, "batch")]
+    rows = [
+        aged_row("A", 1, 2.0, 5, "stream"),
+        aged_row("A", 1, 3.0, 1, "stream"),
+        aged_row("A", 2, 1.0, 1, "batch"),
+    ]
     assert apply_to_positions(root, rows, options) == 2  # newest of the two (A, 1) rows, plus (A, 2)
     assert _book(lake)["position"].to_list() == [3.0, 1.0]
-    assert apply_to_positions(root, [_row("A", 1, 9.0, 30, "batch")], options) == 0  # older: ignored
-    bad = [_row("A", 3, 1.0, 0, "batch"), PositionRow("A", -5, "SPY", position=1.0)]
+    assert apply_to_positions(root, [aged_row("A", 1, 9.0, 30, "batch")], options) == 0  # older: ignored
+    bad = [aged_row("A", 3, 1.0, 0, "batch"), PositionRow("A", -5, "SPY", position=1.0)]
     with pytest.raises(InvalidRowError, match=r"positions row 1: conid=-5"):
         apply_to_positions(root, bad, options)
     assert _book(lake)["conid"].to_list() == [1, 2]
@@ -199,7 +191,7 @@ def test_apply_to_positions_replays_rows_and_refuses_bad_ones_whole(lake: Lake) 
 def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake) -> None:
     """Each merge rewrites the book's file: removed files must leave the log and the storage, not pile up."""
     root, options = lake.root, lake.options
-    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")], options)
+    write_rows(root, "streamed_positions", [aged_row("A", 1, 1.0, 1, "stream")], options)
     PositionQueue(root, options).insert(1, "SPY", account="A")
     config = {
         name: DeltaTable(lake.uri(name), storage_options=options).metadata().configuration
@@ -215,7 +207,7 @@ def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake
     table.alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 seconds"})
     book = PositionsBook(root, options, vacuum_every=4)
     for n in range(1, 9):  # eight newer observations: eight rewrites of the book's file
-        book.apply(_history(lake, [_row("A", 1, float(n), -n, "stream")]))
+        book.apply(_history(lake, [aged_row("A", 1, float(n), -n, "stream")]))
     table = DeltaTable(lake.uri("positions"), storage_options=options)
     assert table.metadata().configuration["delta.deletedFileRetentionDuration"] == "interval 0 seconds"
     assert book.vacuumed >= 4

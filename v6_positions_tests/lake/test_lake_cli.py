@@ -10,6 +10,9 @@ import pytest
 from v6_positions.lake import cli
 from v6_positions.lake.registry import StrategyRegistry
 
+# The `registry add` arguments of one QQQ call leg (the expiry varies).
+_QQQ_CALL = "--conid 7 --symbol QQQ --right C --strike 400 --expiry {expiry} --strategy-id 1"
+
 
 def _run(argv: list[str]) -> int:
     # The same wiring as v6_positions/cli.py: the module registers its subcommands on a subparsers object.
@@ -87,49 +90,10 @@ def test_lake_uri_comes_from_the_environment(
     monkeypatch.setenv("V6_LAKE_URI", str(tmp_path / "env-lake"))
     assert _run(["registry", "list"]) == 0
     assert "no strategy legs registered" in capsys.readouterr().out
-    assert (
-        _run(
-            [
-                "registry",
-                "add",
-                "--conid",
-                "7",
-                "--symbol",
-                "QQQ",
-                "--right",
-                "C",
-                "--strike",
-                "400",
-                "--expiry",
-                "20261218",
-                "--strategy-id",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _run(["registry", "add", *_QQQ_CALL.format(expiry="20261218").split()]) == 0
     assert StrategyRegistry(str(tmp_path / "env-lake")).is_active(7)
 
 
 def test_bad_leg_is_a_value_error_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expiry='20261340'"):
-        _run(
-            [
-                "registry",
-                "--lake-uri",
-                str(tmp_path),
-                "add",
-                "--conid",
-                "7",
-                "--symbol",
-                "QQQ",
-                "--right",
-                "C",
-                "--strike",
-                "400",
-                "--expiry",
-                "20261340",
-                "--strategy-id",
-                "1",
-            ]
-        )
+        _run(["registry", "--lake-uri", str(tmp_path), "add", *_QQQ_CALL.format(expiry="20261340").split()])

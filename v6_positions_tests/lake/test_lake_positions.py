@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from lake_helpers import Lake, aged_row
 
-from lake_helpers import Lake
-
-from v6_positions.lake.history import PositionRow, write_rows
+from v6_positions.lake.history import write_rows
 from v6_positions.lake.positions import read_positions, refresh_positions
 from v6_positions.lake.tables import table_version
-
-
-def _row(account: str, conid: int, position: float, minutes_ago: float, source: str) -> PositionRow:
-    return PositionRow(
-        account=account,
-        conid=conid,
-        symbol="SPY",
-        position=position,
-        source=source,
-        event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
-    )
 
 
 def test_newest_row_wins_across_sources_and_closed_are_dropped(lake: Lake) -> None:
@@ -29,11 +16,11 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(lake: Lake) -> No
         root,
         "streamed_positions",
         [
-            _row("A", 1, 1.0, 10, "stream"),
-            _row("A", 1, 2.0, 5, "stream"),  # newest for (A, 1)
-            _row("A", 2, 3.0, 1, "stream"),  # newer than the batch row below
-            _row("A", 3, 4.0, 60, "stream"),
-            _row("B", 1, 7.0, 2, "stream"),  # same conid, other account
+            aged_row("A", 1, 1.0, 10, "stream"),
+            aged_row("A", 1, 2.0, 5, "stream"),  # newest for (A, 1)
+            aged_row("A", 2, 3.0, 1, "stream"),  # newer than the batch row below
+            aged_row("A", 3, 4.0, 60, "stream"),
+            aged_row("B", 1, 7.0, 2, "stream"),  # same conid, other account
         ],
         options,
     )
@@ -41,9 +28,9 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(lake: Lake) -> No
         root,
         "queued_positions",
         [
-            _row("A", 2, 9.0, 30, "batch"),
-            _row("A", 3, 0.0, 5, "batch"),  # closed: dropped
-            _row("A", 4, -2.0, 20, "batch"),  # only the batch knows it
+            aged_row("A", 2, 9.0, 30, "batch"),
+            aged_row("A", 3, 0.0, 5, "batch"),  # closed: dropped
+            aged_row("A", 4, -2.0, 20, "batch"),  # only the batch knows it
         ],
         options,
     )
@@ -64,8 +51,8 @@ def test_newest_row_wins_across_sources_and_closed_are_dropped(lake: Lake) -> No
 
 def test_refresh_overwrites_the_previous_book(lake: Lake) -> None:
     root, options = lake.root, lake.options
-    write_rows(root, "streamed_positions", [_row("A", 1, 1.0, 1, "stream")], options)
+    write_rows(root, "streamed_positions", [aged_row("A", 1, 1.0, 1, "stream")], options)
     refresh_positions(root, options)
-    write_rows(root, "streamed_positions", [_row("A", 1, 0.0, 0, "stream")], options)  # closed now
+    write_rows(root, "streamed_positions", [aged_row("A", 1, 0.0, 0, "stream")], options)  # closed now
     assert refresh_positions(root, options) == 0
     assert read_positions(root, options).is_empty()

@@ -41,6 +41,21 @@ def test_due_returns_pending_and_retryable_rows_most_urgent_first(lake: Lake) ->
         queue.due(-1)
 
 
+def test_due_of_some_keys_and_the_backlog_aggregate(lake: Lake) -> None:
+    queue = _queue(lake, max_attempts=1)
+    assert queue.backlog().due == 0 and queue.backlog().oldest_queued_at is None
+    queue.insert_many(_items(range(1, 6)))
+    queue.insert(1, "SPY", account="B")  # same conid, another account
+    queue.mark_done([("A", 2)])
+    wanted = {("A", 1), ("A", 2), ("A", 4), ("C", 9)}  # (A, 2) is done, (C, 9) is not queued
+    assert [item.key for item in queue.due(keys=wanted)] == [("A", 1), ("A", 4)]
+    assert queue.due(keys=set()) == []
+    assert queue.due_keys() == {("A", 1), ("A", 3), ("A", 4), ("A", 5), ("B", 1)}
+    backlog = queue.backlog()
+    oldest = min(item.queued_at for item in queue.due() if item.queued_at is not None)
+    assert (backlog.due, backlog.oldest_queued_at) == (5, oldest)
+
+
 def test_closed_or_expired_and_remove(lake: Lake) -> None:
     queue = _queue(lake)
     queue.insert_many(

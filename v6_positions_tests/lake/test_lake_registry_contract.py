@@ -50,6 +50,16 @@ def bot_rows(*rows: dict) -> pl.DataFrame:
     return pl.DataFrame(full, schema={**BOT_SCHEMA, **extra})
 
 
+def registry_with_bot_rows(lake: Lake, frame: pl.DataFrame, **write_options: str) -> StrategyRegistry:
+    """A registry holding our leg 1, then `frame` appended by a bot through deltalake."""
+    registry = StrategyRegistry(lake.root, lake.options, poll_interval_s=0.0)
+    registry.add_active(1, "SPY", "C", 600.0, "20261218", 1)
+    write_deltalake(
+        lake.uri("strategy_registry"), frame, mode="append", storage_options=lake.options, **write_options
+    )
+    return registry
+
+
 def run_list(lake_root: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """`v6-positions registry list` on a local lake (the CLI takes storage options from the environment)."""
     parser = argparse.ArgumentParser(prog="v6-positions")
@@ -63,15 +73,8 @@ def run_list(lake_root: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def test_a_bot_column_written_with_deltalake_schema_merge_is_ignored_by_every_reader(
     lake: Lake, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = StrategyRegistry(lake.root, lake.options, poll_interval_s=0.0)
-    registry.add_active(1, "SPY", "C", 600.0, "20261218", 1)
-    write_deltalake(
-        lake.uri("strategy_registry"),
-        bot_rows({"conid": 2, "note": "opened by bot A"}),
-        mode="append",
-        schema_mode="merge",
-        storage_options=lake.options,
-    )
+    noted = bot_rows({"conid": 2, "note": "opened by bot A"})
+    registry = registry_with_bot_rows(lake, noted, schema_mode="merge")
     assert "note" in [
         f.name
         for f in DeltaTable(lake.uri("strategy_registry"), storage_options=lake.options).schema().fields
@@ -108,20 +111,14 @@ def test_a_bot_column_written_with_polars_schema_merge_is_ignored(tmp_path: Path
 def test_bad_rows_are_skipped_and_reported_never_stopping_readers(
     lake: Lake, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = StrategyRegistry(lake.root, lake.options, poll_interval_s=0.0)
-    registry.add_active(1, "SPY", "C", 600.0, "20261218", 1)
-    write_deltalake(
-        lake.uri("strategy_registry"),
-        bot_rows(
-            {"conid": 10, "right": "X"},
-            {"conid": 11, "strike": 0.0},
-            {"conid": 12, "expiry": None},
-            {"conid": 13, "active": None},
-            {"conid": 14, "right": "put", "multiplier": None, "sec_type": None},  # normalised, not bad
-        ),
-        mode="append",
-        storage_options=lake.options,
+    bad = bot_rows(
+        {"conid": 10, "right": "X"},
+        {"conid": 11, "strike": 0.0},
+        {"conid": 12, "expiry": None},
+        {"conid": 13, "active": None},
+        {"conid": 14, "right": "put", "multiplier": None, "sec_type": None},  # normalised, not bad
     )
+    registry = registry_with_bot_rows(lake, bad)
     assert registry.active_conids() == {1, 14}
     leg = next(leg for leg in registry.active_legs() if leg.conid == 14)
     assert (leg.right, leg.sec_type, leg.multiplier) == ("P", "OPT", 100)

@@ -1,0 +1,327 @@
+"""Which held active legs hold a streaming line now, and how the stream gets there from where it is.
+
+Owns the routing outcome (queued holdings and their priorities, reports, demotions) and applies each plan
+politely: one new stream at a time, each confirmed by IB (tickReqParams, data, or silence past a timeout)
+before the next, so a full account answers one 101, never a burst. While IB caps the lines, one probe at a
+time asks for one more (`lines.py`). Legs that do not fit rotate through a pool of lines when it is on
+(`rotator.py`); the queue backs them all.
+
+One module (~330 lines): the plan, its one-at-a-time application and IB's verdicts on each stream all
+read and write the same pending adds, queued holdings and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from v6_positions.ib.account import AccountBook
+from v6_positions.ib.active_legs import ActiveLegs
+from v6_positions.ib.holdings import Holding, HoldingKey
+from v6_positions.ib.lines import LineGrant
+from v6_positions.ib.queue_buffer import QueueBuffer
+from v6_positions.ib.ranking import RiskRanking
+from v6_positions.ib.rotator import LineRotator
+from v6_positions.ib.routing import RoutingPlan, RoutingReport, route
+from v6_positions.ib.session import IBSession
+from v6_positions.ib.subscriptions import SubscriptionRegistry, contract_label, stream_contract
+
+log = logging.getLogger(__name__)
+
+# How often unconfirmed new streams are checked for IB's acceptance (tickReqParams), only while there are any.
+CONFIRM_POLL_S = 0.01
+
+
+class LineAllocation:
+    def __init__(
+        self,
+        *,
+        rotation_lines: int,
+        account: AccountBook,
+        legs: ActiveLegs,
+        subs: SubscriptionRegistry,
+        lines: LineGrant,
+        rotator: LineRotator | None,
+        ranking: RiskRanking,
+        queue_buffer: QueueBuffer,
+        session: IBSession,
+        synced: Callable[[], bool],
+        confirm_timeout_s: float,
+        on_cancelled: Callable[[int], None] = lambda conid: None,
+    ) -> None:
+        self.rotation_lines = rotation_lines
+        self.account, self.legs, self.subs, self.lines = account, legs, subs, lines
+        self.rotator, self.ranking, self.queue_buffer, self.session = rotator, ranking, queue_buffer, session
+        self._synced = synced
+        self.confirm_timeout_s = confirm_timeout_s
+        self._on_cancelled = on_cancelled  # a stream the plan no longer wants was cancelled
+        self.demoted: dict[int, str] = {}  # conid -> IB's reason (200/354): queued until deactivated
+        self.queued: dict[HoldingKey, int] = {}  # routed to the queue -> priority last sent
+        self.reports: dict[tuple[int, str], RoutingReport] = {}
+        # From the last plan: legs to stream once the stream in flight is confirmed, and the legs that wait
+        # for lines (in routing order). Lets each confirmation add the next stream without re-routing.
+        self._pending_adds: list[int] = []
+        self._unfit_order: list[int] = []
+        self._pool = 0  # lines the rotating pool may hold now (from the last route)
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._awaiting_confirmation = asyncio.Event()
+        self._wake_timer: asyncio.TimerHandle | None = None
+
+    # -- what the stream holds -----------------------------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        """The configured line budget (V6_MAX_LINES - V6_RESERVED_LINES); IB may grant fewer (`lines.py`)."""
+        return self.lines.configured
+
+    def lines_held(self) -> int:
+        """Lines this stream holds at IB: long-lived streams plus the rotating pool's."""
+        return self.subs.lines_in_use + (self.rotator.lines_held() if self.rotator is not None else 0)
+
+    def requeue(self, holding: Holding) -> None:
+        """A queued holding changed: coalesced, many refreshes before the next flush are one queue row."""
+        priority = self.queued.get(holding.key)
+        if priority is not None:
+            self.queue_buffer.put(holding, priority)
+
+    def valuation_keys(self) -> list[HoldingKey]:
+        """Holdings the valuation sweep refreshes: every queued one, most urgent first (rotating legs get
+        fresh quotes from the pool and are left out)."""
+        rotating = self.rotator.contracts if self.rotator is not None else {}
+        keys = [key for key in self.queued if key[1] not in rotating]
+        return sorted(keys, key=lambda key: (self.queued[key], key))
+
+    def deactivated(self, conids: Iterable[int]) -> None:
+        for conid in conids:
+            if self.demoted.pop(conid, None) is not None:
+                log.info("conid=%s no longer active: demotion cleared", conid)
+
+    # -- reconcile -----------------------------------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile whenever something changed, until `stop`."""
+        while not stop.is_set():
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not self._synced():
+                continue
+            try:
+                await self.reconcile()
+            except Exception:  # one bad reconcile must not end following change for the whole run
+                log.exception("reconcile failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self.mark_dirty()
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            self._reconcile_now()
+
+    async def renew_after_data_lost(self) -> int:
+        """1101: IB dropped every subscription, the socket stayed: request every stream again."""
+        async with self._lock:
+            count = self.subs.replay(renew_live=True)
+            if self.rotator is not None:
+                self.rotator.connection_lost()  # the pool starts over with the next poll
+        self._awaiting_confirmation.set()
+        return count
+
+    def _route(self) -> RoutingPlan:
+        held = self.account.held()
+        limit = self.lines.limit
+        if self.lines.capped and limit < self.budget:
+            reason = (f"account full at IB: {self.lines.cap} lines granted to this stream "
+                      f"(budget {self.budget}); other clients hold the rest, probing for more")
+        else:
+            reason = f"line budget {self.budget} is full"
+        rank = self._rank() if self.rotator is not None else None
+        active, sec_types = self.legs.conids, self.account.stream_sec_types
+        plan = route(
+            held, active, limit, sec_types,
+            currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+        )
+        self._pool = 0
+        if self.rotator is not None and plan.unfit and limit >= 2:
+            # Some active legs do not fit: a pool of lines rotates through them; the riskiest keep the rest.
+            self._pool = min(self.rotation_lines, limit // 2)
+            reason = f"rotating through {self._pool} lines ({limit - self._pool} long-lived lines are full)"
+            plan = route(
+                held, active, limit - self._pool, sec_types,
+                currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+            )
+        return plan
+
+    def _rank(self) -> dict[int, float]:
+        rotator = self.rotator
+        return self.ranking.rank(
+            self.account.ranked_legs(self.legs.conids),
+            lambda conid: self.subs.ticker(conid) or (rotator.ticker(conid) if rotator else None),
+        )
+
+    def _reconcile_now(self) -> None:
+        for conid in self.subs.overdue(self.confirm_timeout_s):  # silent past the timeout: the line is held
+            self.confirmed(conid)
+        plan = self._route()
+        if plan.unfit and self.lines.capped and self.lines.start_probe():
+            log.info("probing IB for one more line (holding %d, cap %s)",
+                     self.subs.lines_in_use, self.lines.cap)
+            plan = self._route()
+        wanted = set(plan.streamed)
+        connected = self.session.connected
+        for conid in self.subs.desired - wanted:
+            self.subs.remove(conid, connected=connected)
+            self._on_cancelled(conid)
+            log.info("stream cancelled: conid=%s", conid)
+        if self.lines.probing and not (wanted - self.subs.desired) and not self.subs.unconfirmed:
+            self.lines.abandon_probe()  # nothing left to probe with (the leg went away)
+        if connected:
+            replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
+            if replayed:
+                log.info("re-subscribed %d streams", replayed)
+                self._awaiting_confirmation.set()
+            # One new stream at a time, each confirmed by IB first: a full account costs one 101.
+            self._pending_adds = [conid for conid in plan.streamed if conid not in self.subs.desired]
+            if not self.subs.unconfirmed:
+                self._add_pending()
+        queued_now: dict[HoldingKey, int] = {}
+        for decision in plan.queued:
+            key = (decision.account, decision.conid)
+            queued_now[key] = decision.priority
+            if self.queued.get(key) != decision.priority:
+                holding = self.account.holdings.get(key)
+                if holding is not None:
+                    self.queue_buffer.put(holding, decision.priority, force=True)
+        self.queued = queued_now
+        self.account.set_streamed(wanted)
+        self._log_report_changes(plan.reports)
+        self._unfit_order = plan.unfit
+        self._rotate(plan)
+        self._schedule_wake()
+
+    def _rotate(self, plan: RoutingPlan) -> None:
+        """Hand the legs that did not fit to the rotating pool (they stay queued too: the batch backs it)."""
+        if self.rotator is None:
+            return
+        legs = {}
+        for conid in plan.unfit if self._pool else ():
+            holding = self.account.holding_for(conid)
+            if holding is not None:
+                legs[conid] = stream_contract(holding.contract)
+        self.rotator.set_legs(legs, self.ranking.scores)
+        self.rotator.set_budget(self._pool)
+
+    def _log_report_changes(self, reports: Iterable[RoutingReport]) -> None:
+        current = {(r.conid, r.kind): r for r in reports}
+        for key, report in current.items():
+            if key not in self.reports:
+                # While IB caps the lines, the probed leg flips between streamed and unfit on every probe: the
+                # 101 itself was logged as a warning already.
+                quiet = report.kind == "leg_not_held" or (report.kind == "over_budget" and self.lines.capped)
+                level = logging.INFO if quiet else logging.WARNING
+                log.log(level, "routing report: conid=%s %s: %s", report.conid, report.kind, report.detail)
+        for key in self.reports.keys() - current.keys():
+            log.info("routing report cleared: conid=%s %s", key[0], key[1])
+        self.reports = current
+
+    def _schedule_wake(self) -> None:
+        """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout."""
+        delays = []
+        probe_in = self.lines.seconds_to_probe()
+        if probe_in is not None and any(r.kind == "over_budget" for r in self.reports.values()):
+            delays.append(probe_in)
+        now = time.monotonic()
+        for conid in self.subs.unconfirmed:
+            requested = self.subs.requested_at(conid)
+            if requested is not None:
+                delays.append(max(0.0, requested + self.confirm_timeout_s - now))
+        self.cancel_wake()
+        if delays:
+            self._wake_timer = asyncio.get_running_loop().call_later(min(delays) + 0.01, self.mark_dirty)
+
+    def cancel_wake(self) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+
+    # -- one new stream at a time --------------------------------------------------------------------------
+    def _add_pending(self) -> bool:
+        """Request the next stream the last plan wanted; True when one was requested."""
+        while self._pending_adds:
+            conid = self._pending_adds.pop(0)
+            if conid in self.subs.desired or conid not in self.legs.conids or conid in self.demoted:
+                continue
+            if self._start_stream(conid):
+                return True
+        return False
+
+    def _start_stream(self, conid: int) -> bool:
+        holding = self.account.holding_for(conid)
+        if holding is None:
+            return False
+        if self.rotator is not None:
+            self.rotator.release(conid)  # promoted from the pool: its rotating line goes first
+        self.subs.add(conid, stream_contract(holding.contract), connected=True)
+        log.info("stream requested: conid=%s %s", conid, contract_label(holding.contract))
+        self.account.add_streamed(conid)
+        self._awaiting_confirmation.set()
+        return True
+
+    def _advance(self) -> None:
+        """After a confirmation: the next planned stream, or the next probe while IB caps the lines, without
+        re-routing every holding (one route per new line would be O(lines x holdings) at start-up)."""
+        if self.subs.unconfirmed or not self._synced() or not self.session.connected:
+            return
+        if self._add_pending():
+            return
+        if self._unfit_order and self.lines.capped and self.lines.start_probe():
+            conid = self._unfit_order.pop(0)
+            if conid in self.legs.conids and conid not in self.subs.desired and self._start_stream(conid):
+                # What the next route would say: it streams now, so it is neither queued nor unfit.
+                for key in [key for key in self.queued if key[1] == conid]:
+                    del self.queued[key]
+                self.reports.pop((conid, "over_budget"), None)
+                return
+            self.lines.abandon_probe()
+        self.mark_dirty()  # nothing planned is left: a full route settles the rest
+
+    def confirmed(self, conid: int) -> None:
+        """IB holds the line of `conid` (data, tick parameters, a warning, or silence past the timeout)."""
+        if self.subs.confirm(conid):
+            self.lines.granted(self.lines_held())
+            self._advance()
+
+    async def confirm_loop(self, stop: asyncio.Event) -> None:
+        """IB accepts a reqMktData with tickReqParams at once (ib_async sets `ticker.minTick`, no event),
+        while the first quote may take a while: accepting on it keeps one-at-a-time subscription fast."""
+        while not stop.is_set():
+            await self._awaiting_confirmation.wait()
+            self._awaiting_confirmation.clear()
+            while self.subs.unconfirmed and not stop.is_set():
+                for conid in self.subs.accepted():
+                    self.confirmed(conid)
+                await asyncio.sleep(CONFIRM_POLL_S)
+
+    # -- IB's verdicts ---------------------------------------------------------------------------------------
+    def refused(self, conid: int) -> None:
+        """101: the account is full now (other clients hold the lines), not the contract's fault. The leg
+        waits queued at top priority and streams again as soon as a probe finds a free line."""
+        self.subs.remove(conid, connected=self.session.connected)  # no line was held
+        self.lines.refused(self.lines_held())
+        log.warning("101 on conid=%s: account full at IB; this stream holds %d lines, probing in %.1fs",
+                    conid, self.subs.lines_in_use, self.lines.seconds_to_probe() or 0.0)
+        self.mark_dirty()
+
+    def pool_refused(self) -> None:
+        """A rotation subscribe got 101: the account is full; cap the stream at what it holds."""
+        self.lines.refused(self.lines_held())
+        self.mark_dirty()
+
+    def demote(self, conid: int, reason: str) -> None:
+        """IB refused the contract (200, 354, ...): it waits in the queue until deactivated."""
+        self.demoted[conid] = reason
+        self.subs.remove(conid, connected=self.session.connected)  # frees ib_async's Ticker; no line was held
+        log.warning("stream rejected by IB, demoted to the queue: conid=%s %s", conid, reason)
+        self.mark_dirty()
