@@ -25,7 +25,3 @@ class LineBudget:
     @property
     def available(self) -> int:
         return self.max_lines - self.reserved
-
-    def fits(self, in_use: int, extra: int = 1) -> bool:
-        """Would `extra` more lines stay within the budget?"""
-        return in_use + extra <= self.available

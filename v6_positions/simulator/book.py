@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from v6_positions.contracts import is_option
+
 DEFAULT_VOLATILITY = 0.25
 
 GREEK_FIELDS = ("implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta", "und_price")
@@ -41,7 +43,7 @@ class BookContract:
 
     @property
     def trading_class(self) -> str:
-        return self.symbol if self.sec_type == "OPT" else "NMS"
+        return self.symbol if is_option(self.sec_type) else "NMS"
 
     @property
     def exchange(self) -> str:

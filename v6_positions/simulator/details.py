@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from v6_positions.contracts import is_option
 from v6_positions.simulator import protocol
 from v6_positions.simulator.book import Book, BookContract
 from v6_positions.simulator.protocol import In
@@ -36,7 +37,7 @@ class ContractDetails:
 
     def message(self, req_id: int, c: BookContract) -> list[object]:
         und = self.book.underlyings.get(c.symbol)
-        is_opt = c.sec_type == "OPT"
+        is_opt = is_option(c.sec_type)
         long_name = c.symbol if not is_opt else f"{c.symbol} {c.expiry} {c.strike:g} {c.right}"
         return [
             protocol.Out.CONTRACT_DATA,

@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from v6_positions.contracts import is_option
 from v6_positions.simulator.book import Book, BookContract, Underlying
 from v6_positions.simulator.pricing import OptionQuote, black_scholes, years_to_expiry
 
@@ -93,7 +94,7 @@ class Market:
         size_seed = (contract.conid * 7919 + self.steps * 104729) % 1000
         volume = self._volume.get(contract.conid, 1000.0 + contract.conid % 500) + size_seed % 7
         self._volume[contract.conid] = volume
-        if contract.sec_type == "OPT":
+        if is_option(contract.sec_type):
             greeks = self._model(contract, spot)
             mid = max(greeks.price, 0.01)
             close = max(self._model(contract, self._opening[contract.symbol]).price, 0.01)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from v6_positions.contracts import is_option
 from v6_positions.simulator import protocol
 from v6_positions.simulator.book import Book, BookContract, BookPosition
 from v6_positions.simulator.market import Market
@@ -27,7 +28,7 @@ def contract_fields(c: BookContract, exchange: str) -> list[object]:
         c.expiry,
         c.strike,
         c.right,
-        c.multiplier if c.sec_type == "OPT" else "",
+        c.multiplier if is_option(c.sec_type) else "",
         exchange,
         c.currency,
         c.local_symbol,
