@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from ib_async import IB, Contract
+from polling import wait_until
 
 from v6_positions.ib.rotation import Role, RotationConfig, RotationScheduler
 from v6_positions.ib.rotator import LineRotator
@@ -14,14 +15,6 @@ from v6_positions.simulator import SimulatorThread, load_book
 
 # faster than the default 20 msg/s so the test stays short; burst + rate still under IB's 50
 FAST = RotationConfig(msg_rate=38.0, burst=10.0, reserve=4.0, flush_interval_s=0.0)
-
-
-async def _until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 def _run(sim: SimulatorThread, scenario) -> None:
@@ -65,7 +58,7 @@ def test_150_legs_on_100_lines_all_quoted_within_the_bound_riskiest_long_lived_n
 
         async def scenario(sim, rotator, sched, last_quote) -> None:
             contracts, scores = _hand_over(sim, rotator, 150, budget=100)
-            await _until(lambda: len(last_quote) == 150, 30, "every leg quoted once")
+            await wait_until(lambda: len(last_quote) == 150, 30, "every leg quoted once")
             bound = sched.bound_s()
             assert bound is not None
             worst = 0.0
@@ -98,18 +91,21 @@ def test_a_leg_deactivated_mid_rotation_leaves_the_pool_at_once() -> None:
         async def scenario(sim, rotator, sched, last_quote) -> None:
             contracts, scores = _hand_over(sim, rotator, 120, budget=100)
             # slow quotes (1 s) keep pool lines waiting: catch one held by a rotating leg
-            await _until(
+            await wait_until(
                 lambda: any(s.role == "rotate" and s.line == "held" for s in sched.status()),
                 10,
                 "a pool line",
             )
             victim = next(s.conid for s in sched.status() if s.role == "rotate" and s.line == "held")
-            assert sim.stats()["subscriptions_by_conid"].get(str(victim)) == 1
+            # the rotator counts the line when it sends the request, the gateway when it arrives
+            await wait_until(
+                lambda: sim.stats()["subscriptions_by_conid"].get(str(victim)) == 1, 5, "the gateway sees it"
+            )
             del contracts[victim]
             rotator.set_legs(contracts, scores)
             # at once: the scheduler drops it in the same call, and the cancel reaches the gateway
             assert victim not in {s.conid for s in sched.status()}
-            await _until(lambda: str(victim) not in sim.stats()["subscriptions_by_conid"], 5, "cancelled")
+            await wait_until(lambda: str(victim) not in sim.stats()["subscriptions_by_conid"], 5, "cancelled")
             await asyncio.sleep(1.5)  # a rotation later, it is never subscribed again
             assert str(victim) not in sim.stats()["subscriptions_by_conid"]
 
@@ -122,9 +118,9 @@ def test_a_101_holds_no_line_caps_the_budget_and_rotation_goes_on() -> None:
 
         async def scenario(sim, rotator, sched, last_quote) -> None:
             contracts, scores = _hand_over(sim, rotator, 120, budget=100)
-            await _until(lambda: sched.budget <= 70, 15, "budget capped by a 101")
+            await wait_until(lambda: sched.budget <= 70, 15, "budget capped by a 101")
             assert sched.lines_held() <= 70
-            await _until(lambda: len(last_quote) == 120, 30, "every leg quoted through the smaller pool")
+            await wait_until(lambda: len(last_quote) == 120, 30, "every leg quoted through the smaller pool")
             refused = sim.stats()["errors_by_client"]["10"]["101"]
             await asyncio.sleep(2.0)
             assert sim.stats()["errors_by_client"]["10"]["101"] == refused  # no 101 once capped
