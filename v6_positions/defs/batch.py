@@ -13,11 +13,11 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from v6_positions.config import Settings
 from v6_positions.defs.partitions import contract_from_key
-from v6_positions.ib.batch import fetch_positions_zero_line
+from v6_positions.ib.batch import ZeroLineFetch, fetch_positions_zero_line
+from v6_positions.ib.position_list import AccountNotManaged, PositionList
 from v6_positions.lake.history import write_rows
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.rows import Key, PositionRow, QueueItem
@@ -51,30 +51,43 @@ def refresh_contracts(
     batch_client_id: int,
     log: logging.Logger | logging.LoggerAdapter,
 ) -> BatchOutcome:
-    """Refresh the due contracts among `partition_keys`; commit their rows, then mark the queue."""
+    """Refresh the due contracts among `partition_keys`; commit their rows, then mark the queue.
+
+    Raises AccountNotManaged (naming V6_IB_ACCOUNT) with nothing written or marked when the gateway's login
+    does not manage the configured account."""
     wanted = {contract_from_key(key): key for key in partition_keys}
     queue = PositionQueue(settings.lake_uri, settings.lake_storage_options or None)
-    read_at = datetime.now(UTC)
     due = queue.due(keys=wanted)
+    as_read = {item.key: item.updated_at for item in due}  # only these exact rows may be marked
     outcome = BatchOutcome(requested=len(wanted), due=len(due))
     if not due:
         return outcome
 
-    fetched: dict[Key, PositionRow] | None = None
-    if fetch or any(item.position is None for item in due):
+    answer: ZeroLineFetch | None = None
+    unvalued = {item.conid for item in due if item.position is None or item.payload_time is None}
+    if fetch or unvalued:
         outcome.fetched = True
+        conids = {item.conid for item in due} if fetch else unvalued
         try:
-            fetched = _fetch_zero_line(settings, batch_client_id, {item.conid for item in due})
+            answer = fetch_positions_zero_line(settings, batch_client_id, conids=conids)
+        except AccountNotManaged:
+            raise  # a wrong V6_IB_ACCOUNT must stop the run, not turn into rows
         except Exception as exc:  # gateway down: fall back to the queued payloads
             outcome.fetch_error = f"{type(exc).__name__}: {exc}"
             log.warning(f"zero-line fetch failed, using queued payloads where present: {outcome.fetch_error}")
+    if answer is not None and answer.positions.unlisted_accounts():
+        log.warning(
+            "IB listed no position for account(s) "
+            f"{', '.join(answer.positions.unlisted_accounts())}: not taken as closes (queued payloads used)"
+        )
 
-    held_accounts = None if fetched is None else {account for account, _ in fetched}
+    fetched = {} if answer is None else {row.key: row for row in answer.rows}
     rows: list[PositionRow] = []
     for item in due:
-        row, how = _row_for(item, fetched, held_accounts, read_at)
+        row, how = _row_for(item, fetched, None if answer is None else answer.positions)
         if row is None:
-            outcome.failed[item.key] = outcome.fetch_error or "no payload queued and no position fetched"
+            fetch_error = outcome.fetch_error
+            outcome.failed[item.key] = f"{how} (zero-line fetch: {fetch_error})" if fetch_error else how
             continue
         setattr(outcome, how, getattr(outcome, how) + 1)
         outcome.origins[item.key] = _ORIGIN[how]
@@ -82,35 +95,34 @@ def refresh_contracts(
 
     write_rows(settings.lake_uri, "queued_positions", rows, settings.lake_storage_options or None)
     outcome.written = rows
-    # Only now, with the rows committed: a contract re-queued since we read the queue stays pending.
-    queue.mark_done([(row.account, row.conid) for row in rows], updated_before=read_at)
+    # Only now, with the rows committed, and only rows exactly as read: a contract re-queued since the read
+    # (whatever time its writer stamped) stays pending for the next batch.
+    queue.mark_done([(row.account, row.conid) for row in rows], as_read=as_read)
     by_error: dict[str, list[Key]] = {}
     for key, error in outcome.failed.items():
         by_error.setdefault(error, []).append(key)
     for error, keys in by_error.items():  # one MERGE per distinct error, not per contract
-        queue.mark_failed(keys, error, updated_before=read_at)
+        queue.mark_failed(keys, error, as_read=as_read)
     outcome.committed_keys = {wanted[row.key]: row for row in rows}
     outcome.failed_keys = {wanted[key]: error for key, error in outcome.failed.items()}
     return outcome
 
 
 def _row_for(
-    item: QueueItem, fetched: dict[Key, PositionRow] | None, held_accounts: set[str] | None, read_at: datetime
+    item: QueueItem, fetched: dict[Key, PositionRow], answer: PositionList | None
 ) -> tuple[PositionRow | None, str]:
-    """The row to write for a due item and where it came from (an outcome counter's name)."""
-    if fetched is not None:
-        row = fetched.get(item.key)
-        if row is not None:
-            return dataclasses.replace(row, source=BATCH_SOURCE), "from_fetch"
-        if not fetched or item.account in (held_accounts or ()):
-            # The account's full position list came back without this contract: it is closed.
-            return item.observation(read_at, 0.0, BATCH_SOURCE), "closed"
+    """The row to write for a due item and where it came from (an outcome counter's name), or None and why
+    not."""
+    row = fetched.get(item.key)
+    if row is not None:
+        return dataclasses.replace(row, source=BATCH_SOURCE), "from_fetch"
+    if answer is not None and answer.proves_closed(item.key):
+        # IB's complete list for the contract's account lacks it: closed as of that answer.
+        return item.observation(answer.answered_at, 0.0, BATCH_SOURCE), "closed"
     if item.position is None:
-        return None, "failed"
-    return item.observation(item.payload_time or read_at, item.position, BATCH_SOURCE), "from_payload"
-
-
-def _fetch_zero_line(settings: Settings, client_id: int, conids: set[int]) -> dict[Key, PositionRow]:
-    # Only the due contracts get a reqPnLSingle; reqPositions still lists the whole account, so a due
-    # contract missing from the answer is known to be closed.
-    return {row.key: row for row in fetch_positions_zero_line(settings, client_id, conids=conids)}
+        return None, "no payload queued and no position fetched"
+    if item.payload_time is None:
+        # Without a valuation time the payload cannot be placed against newer rows of the book: written
+        # as "now" it could blank a streamed row's prices or reopen a close. Retried until IB answers.
+        return None, "queued payload has no valuation time and no zero-line answer covered it"
+    return item.observation(item.payload_time, item.position, BATCH_SOURCE), "from_payload"

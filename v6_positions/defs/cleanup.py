@@ -1,8 +1,10 @@
 """Bounded growth of the batch side: closed or expired contracts lose their partition and their queue row.
 
-Partitions go first, then queue rows: if the run dies in between, the rows are still there and the next
-clean-up finds them again (a partition without a queue row is removed too, so nothing is left behind
-either way). The queue rows are removed in one commit; Dagster deletes partitions one by one.
+Queue rows go first, each only if it is still exactly as read (a contract reopened between the read and the
+delete keeps its row); then the partitions of the rows really gone. A contract re-queued after that check
+gets its partition back here (the queue sensor only adds partitions for never-processed rows), and one
+re-queued later still is a new row the sensor sees. A partition without a queue row is removed too (left
+behind by a run that died in between). Dagster deletes partitions one by one.
 """
 
 from __future__ import annotations
@@ -35,17 +37,25 @@ class CleanupOutcome:
 
 def cleanup_queue(instance: dg.DagsterInstance, lake: LakeResource, today: date) -> CleanupOutcome:
     queue = PositionQueue(lake.root_uri, lake.storage_options)
-    gone = set(queue.closed_or_expired(today))
-    queued = set(queue.keys())
+    gone = queue.closed_or_expired_items(today)
     outcome = CleanupOutcome(contracts=len(gone))
+    outcome.queue_rows = queue.remove(gone) if gone else 0
+    queued = set(queue.keys())  # after the delete: rows re-queued meanwhile are still here
+    deleted: list[str] = []
     for key in instance.get_dynamic_partitions(queued_contracts.name):
         try:
             contract = contract_from_key(key)
         except ValueError:
             continue  # not a key this project made: not ours to delete
-        if contract in gone or contract not in queued:
+        if contract not in queued:
             instance.delete_dynamic_partition(queued_contracts.name, key)
-            outcome.partitions += 1
-            outcome.orphans += contract not in queued
-    outcome.queue_rows = queue.remove(sorted(gone)) if gone else 0
+            deleted.append(key)
+    outcome.partitions = len(deleted)
+    gone_keys = {item.key for item in gone}
+    outcome.orphans = sum(1 for key in deleted if contract_from_key(key) not in gone_keys)
+    # A contract reopened between the listing above and the deletes needs its partition back.
+    requeued = set(queue.keys())
+    restore = [key for key in deleted if contract_from_key(key) in requeued]
+    if restore:
+        instance.add_dynamic_partitions(queued_contracts.name, restore)
     return outcome

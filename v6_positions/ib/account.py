@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from ib_async import Contract, Position
@@ -37,6 +38,16 @@ class RankedLeg:
     positions: list[float]
 
 
+def account_error(account: str, managed: list[str]) -> str | None:
+    """None when V6_IB_ACCOUNT (`account`) is one this login manages, or empty (all are followed)."""
+    if account and account not in managed:
+        return (
+            f"V6_IB_ACCOUNT={account!r} is not managed by this login (managed accounts: "
+            f"{', '.join(managed) or 'none'}); set it to one of them, or empty to follow all"
+        )
+    return None
+
+
 class AccountBook:
     def __init__(self, account: str, stream_sec_types: Collection[str]) -> None:
         self.account = account  # V6_IB_ACCOUNT: the one account followed; empty follows every managed one
@@ -50,11 +61,9 @@ class AccountBook:
 
     def check_accounts(self, managed: list[str]) -> str | None:
         """None when V6_IB_ACCOUNT is one this login manages (or empty: all are followed); else the error."""
-        if self.account and self.account not in managed:
-            return (
-                f"V6_IB_ACCOUNT={self.account!r} is not managed by this login (managed accounts: "
-                f"{', '.join(managed) or 'none'}); set it to one of them, or empty to follow all"
-            )
+        error = account_error(self.account, managed)
+        if error is not None:
+            return error
         if not self.account and len(managed) > 1:
             log.info("no V6_IB_ACCOUNT set: following all %d managed accounts %s", len(managed), managed)
         return None
@@ -84,6 +93,10 @@ class AccountBook:
                 log.debug("conid=%s sec type %s is never streamed: queued", key[1], contract.secType)
         else:
             fresh = holding_from_position(position)
+            if fresh.position != holding.position:
+                # IB's last valuation priced the old size: it says nothing about this one. The queue gets
+                # the new size unvalued (the batch fetches it), never the new size at the old value's time.
+                holding.clear_valuation()
             holding.position, holding.average_cost = fresh.position, fresh.average_cost
         return holding
 
@@ -96,8 +109,8 @@ class AccountBook:
             self.absorb(position, startup=True)
         for key, holding in previous.items():
             fresh = self.holdings.get(key)
-            if fresh is not None and holding.payload_time is not None:
-                fresh.take_valuation(holding)
+            if fresh is not None and holding.payload_time is not None and fresh.position == holding.position:
+                fresh.take_valuation(holding)  # only a valuation of the size held now
         return [previous[key] for key in previous.keys() - self.holdings.keys()]
 
     def on_position(self, position: Position) -> PositionChange | None:
@@ -157,8 +170,12 @@ class AccountBook:
         return found[0] if found else None
 
 
-def mark_closed(holding: Holding) -> None:
-    """A closed position's last row: position 0 and no value, so the current book drops it."""
+def mark_closed(holding: Holding, now: datetime | None = None) -> None:
+    """A closed position's last row: position 0 and no value, so the current book drops it.
+
+    A close is an event of now: its time is when IB told us, never the time of the last valuation (a row
+    of any later observation would otherwise win over the close in the book, and it would stay open)."""
+    holding.clear_valuation()
     holding.position = 0.0
     holding.market_value = 0.0
-    holding.unrealized_pnl = None
+    holding.payload_time = now or datetime.now(UTC)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ib_async import IB, PnLSingle, Position
@@ -19,6 +19,7 @@ from ib_async import IB, PnLSingle, Position
 from v6_positions.config import Settings
 from v6_positions.ib.client_ids import helper_id_range
 from v6_positions.ib.holdings import apply_pnl, holding_from_position
+from v6_positions.ib.position_list import PositionList
 from v6_positions.ib.session import BATCH_FETCH, IBSession, SessionConfig
 from v6_positions.ib.updates import row_from_holding
 from v6_positions.lake.rows import PositionRow
@@ -30,16 +31,59 @@ log = logging.getLogger(__name__)
 PACED_CHUNK = 40
 
 
+@dataclass(slots=True)
+class ZeroLineFetch:
+    """What a zero-line fetch got: rows of the wanted held contracts, and IB's whole position list (what
+    says which of the others are closed; see position_list.py)."""
+
+    rows: list[PositionRow]
+    positions: PositionList
+
+
 def fetch_positions_zero_line(
     settings: Settings,
     client_id: int,
     *,
     conids: Iterable[int] | None = None,
     timeout_s: float = 15.0,
-) -> list[PositionRow]:
+) -> ZeroLineFetch:
     """Synchronous wrapper (Dagster ops call this); see `fetch_positions_zero_line_async`."""
     fetch = fetch_positions_zero_line_async(settings, client_id, conids=conids, timeout_s=timeout_s)
     return asyncio.run(fetch)
+
+
+def fetch_position_list(settings: Settings, client_id: int) -> PositionList:
+    """IB's complete position list (reqPositions only: no P&L request, no line), on a helper clientId."""
+    return asyncio.run(fetch_position_list_async(settings, client_id))
+
+
+async def fetch_position_list_async(settings: Settings, client_id: int) -> PositionList:
+    session = await _helper_session(settings, client_id)
+    try:
+        return _position_list(session.ib, settings)
+    finally:
+        await session.close()
+
+
+async def _helper_session(settings: Settings, client_id: int) -> IBSession:
+    first, count = helper_id_range(settings, client_id)
+    config = replace(SessionConfig.from_settings(settings), client_id=first, client_id_count=count)
+    session = IBSession(config, IB(), fetch=BATCH_FETCH)
+    await session.connect()  # raises when positions did not arrive: a timed-out list is not "no positions"
+    return session
+
+
+def _position_list(ib: IB, settings: Settings) -> PositionList:
+    """The answer the connect waited for (positions up to positionEnd), checked against V6_IB_ACCOUNT."""
+    answer = PositionList.from_answer(
+        ib.positions(), ib.managedAccounts(), settings.ib_account, datetime.now(UTC)
+    )
+    log.info(
+        "IB lists %d positions in %d followed account(s)%s",
+        len(answer.held), len(answer.followed),
+        f"; nothing listed for {', '.join(answer.unlisted_accounts())}" if answer.unlisted_accounts() else "",
+    )
+    return answer
 
 
 async def fetch_positions_zero_line_async(
@@ -48,26 +92,20 @@ async def fetch_positions_zero_line_async(
     *,
     conids: Iterable[int] | None = None,
     timeout_s: float = 15.0,
-) -> list[PositionRow]:
-    """Rows (source="batch") for the held, non-zero positions, optionally only `conids`.
+) -> ZeroLineFetch:
+    """Rows (source="batch") for the held, non-zero positions, optionally only `conids`, and IB's list.
 
     Market value and unrealized P&L come from reqPnLSingle, requested in paced chunks (see
     `subscribe_pnl_paced`); a position whose P&L did not arrive within `timeout_s` of its chunk still gets a
-    row with position and average cost (values None), never invented numbers.
+    row with position and average cost (values None), never invented numbers. Raises AccountNotManaged
+    (naming V6_IB_ACCOUNT) before any request when the login does not manage the configured account.
     """
-    first, count = helper_id_range(settings, client_id)
-    config = replace(SessionConfig.from_settings(settings), client_id=first, client_id_count=count)
-    session = IBSession(config, IB(), fetch=BATCH_FETCH)
-    await session.connect()
+    session = await _helper_session(settings, client_id)
     ib = session.ib
     try:
+        answer = _position_list(ib, settings)
         wanted = set(conids) if conids is not None else None
-        positions = [
-            p for p in ib.positions()
-            if p.position != 0
-            and (not settings.ib_account or p.account == settings.ib_account)
-            and (wanted is None or p.contract.conId in wanted)
-        ]
+        positions = [p for p in answer.held.values() if wanted is None or p.contract.conId in wanted]
         pnls = await subscribe_pnl_paced(ib, [(p.account, p.contract.conId) for p in positions], timeout_s)
         now = datetime.now(UTC)
         rows = [_row(p, pnls[(p.account, p.contract.conId)], now) for p in positions]
@@ -75,7 +113,7 @@ async def fetch_positions_zero_line_async(
         if missing:
             log.warning("zero-line fetch: P&L missing for %d of %d positions", missing, len(rows))
         log.info("zero-line fetch: %d positions on clientId %s", len(rows), session.client_id)
-        return rows
+        return ZeroLineFetch(rows, answer)
     finally:
         # Closing the connection ends every subscription of this client, so no cancelPnLSingle is spent
         # from the pacing budget (2,000 cancels would double the fetch time for nothing).
@@ -134,5 +172,5 @@ async def subscribe_pnl_paced(
 def _row(position: Position, pnl: PnLSingle, now: datetime) -> PositionRow:
     """A fetched position valued by its P&L answer; no usable value leaves the values None."""
     holding = holding_from_position(position)
-    apply_pnl(holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, now)
+    apply_pnl(holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, now, pnl.dailyPnL)
     return row_from_holding(holding, now, source="batch")

@@ -3,10 +3,11 @@
 No Dagster imports here: Dagster code wraps this layer.
 """
 
+from v6_positions.lake.book_heal import heal_book, refresh_positions
 from v6_positions.lake.errors import InvalidRowError, LakeError, LakeSchemaError
 from v6_positions.lake.history import HistoryWriter, PositionRow, WriterStats, write_rows
 from v6_positions.lake.maintenance import maintain
-from v6_positions.lake.positions import apply_to_positions, read_positions, refresh_positions
+from v6_positions.lake.positions import apply_to_positions, read_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import RegistryLeg, StrategyRegistry
 from v6_positions.lake.rows import QueueItem
@@ -14,6 +15,7 @@ from v6_positions.lake.tables import read_table, table_version
 
 __all__ = [
     "apply_to_positions",
+    "heal_book",
     "HistoryWriter",
     "InvalidRowError",
     "LakeError",

@@ -1,7 +1,8 @@
 """The current book: one row per (account, conid), the newest observation from the stream or the batch.
 
 Kept current incrementally: every history append (the stream's flush, the batch's `write_rows`) MERGEs its
-newest row per contract into `positions`, so the book never needs a read of history. A stored row is
+newest row per contract into `positions`, so the book never needs a read of history; book_heal.py brings in
+whatever a writer appended but could not merge (a failed merge, a crash in between). A stored row is
 replaced only by a newer event (an equal event_time written later also wins), so commits may arrive in any
 order and the book still equals a full rebuild from history (`build_positions`).
 
@@ -13,20 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 import polars as pl
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.properties import ensure_properties
 from v6_positions.lake.rows import PositionRow, history_frame, validated_records
-from v6_positions.lake.schemas import HISTORY_TABLES, POSITIONS, STREAMED_POSITIONS
+from v6_positions.lake.schemas import POSITIONS, STREAMED_POSITIONS
 from v6_positions.lake.tables import (
     TableHandle,
     conform,
-    ensure_table,
     frame_of,
     read_table,
     retry_on_conflict,
@@ -121,16 +121,26 @@ class PositionsBook:
                 time.sleep(0.02 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def apply(self, history: pl.DataFrame) -> int:
-        """Merge history-shaped rows (with written_at); returns book rows inserted or updated."""
+    def apply(self, history: pl.DataFrame, watermarks: Mapping[str, int] | None = None) -> int:
+        """Merge history-shaped rows (with written_at); returns book rows inserted or updated.
+
+        `watermarks` (app id -> version) are committed with the merge, atomically: book_heal.py's record of
+        which history versions the book holds."""
         if history.is_empty():
             return 0
         source = _with_age(newest_per_contract(history), datetime.now(UTC))
+        commit = None
+        if watermarks:
+            commit = CommitProperties(
+                app_transactions=[Transaction(app_id, version) for app_id, version in watermarks.items()]
+            )
 
         def merge() -> tuple[int, DeltaTable]:
             table = self._table()
             metrics = (
-                table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
+                table.merge(
+                    source, predicate=_KEY_MATCH, source_alias="s", target_alias="t", commit_properties=commit
+                )
                 .when_matched_update_all(predicate=_NEWER)
                 .when_not_matched_insert_all()
                 .execute()
@@ -163,6 +173,14 @@ class PositionsBook:
             return
         self.compactions += 1
 
+    def watermarks(self, app_ids: Iterable[str]) -> dict[str, int]:
+        """The history versions `positions` holds (book_heal.py), by app id; absent ones left out."""
+        table = self._handle.latest(create=False)
+        if table is None:
+            return {}
+        found = {app_id: table.transaction_version(app_id) for app_id in app_ids}
+        return {app_id: int(version) for app_id, version in found.items() if version is not None}
+
     def read(self) -> pl.DataFrame:
         """Open positions (tombstones of closed ones hidden)."""
         table = self._handle.latest(create=False)
@@ -181,24 +199,6 @@ def apply_to_positions(
         return 0
     frame = history_frame(records, STREAMED_POSITIONS, datetime.now(UTC))
     return PositionsBook(root_uri, storage_options).apply(frame)
-
-
-def refresh_positions(root_uri: str, storage_options: dict[str, str] | None = None) -> int:
-    """Rebuild `positions` from both history tables in one overwrite commit (repair); returns open rows.
-
-    Reads ALL history: not for a hot path. Tombstones of closed positions are rebuilt too.
-    """
-    history = pl.concat([read_table(root_uri, name, storage_options) for name in HISTORY_TABLES])
-    book = _with_age(newest_per_contract(history), datetime.now(UTC)).sort(_KEYS)
-
-    def overwrite() -> None:
-        table = ensure_table(root_uri, POSITIONS.name, storage_options)
-        book.write_delta(table, mode="overwrite")
-
-    retry_on_conflict(overwrite, what=f"positions overwrite of {book.height} rows")
-    opened = _open(book).height
-    log.info("positions rebuilt: %d open positions from %d history rows", opened, history.height)
-    return opened
 
 
 def read_positions(root_uri: str, storage_options: dict[str, str] | None = None) -> pl.DataFrame:

@@ -102,49 +102,55 @@ class PositionQueue:
         log.debug("queued %d contracts", source.height)
         return source.height
 
-    def mark_done(self, keys: Iterable[Key], *, updated_before: datetime | None = None) -> int:
+    def mark_done(self, keys: Iterable[Key], *, as_read: Mapping[Key, datetime | None] | None = None) -> int:
         """Mark rows done; returns how many changed.
 
-        `updated_before` (optional): skip rows re-queued after that instant (e.g. the time `due` ran),
-        so a payload that arrived while the batch was processed is not marked done unseen.
+        `as_read` (what a batch read: key -> the row's `updated_at` then): only rows still exactly as read
+        are marked, so a payload re-queued after the read (even one stamped before it, whose commit landed
+        later) stays pending. Without it every listed row is marked.
         """
-        return self._mark(keys, merges.DONE_UPDATES, None, updated_before, what="mark_done")
+        return self._mark(keys, merges.DONE_UPDATES, None, as_read, what="mark_done")
 
-    def mark_failed(self, keys: Iterable[Key], error: str, *, updated_before: datetime | None = None) -> int:
+    def mark_failed(
+        self, keys: Iterable[Key], error: str, *, as_read: Mapping[Key, datetime | None] | None = None
+    ) -> int:
         """Mark rows failed (attempts += 1); they are retried until attempts reaches max_attempts."""
-        return self._mark(keys, merges.FAILED_UPDATES, str(error), updated_before, what="mark_failed")
+        return self._mark(keys, merges.FAILED_UPDATES, str(error), as_read, what="mark_failed")
 
     def _mark(
         self,
         keys: Iterable[Key],
         updates: dict[str, str],
         error: str | None,
-        updated_before: datetime | None,
+        as_read: Mapping[Key, datetime | None] | None,
         *,
         what: str,
     ) -> int:
         unique = merges.unique_keys(keys)
         if not unique:
             return 0
-        now = datetime.now(UTC)
-        source = merges.mark_source(unique, now, error, updated_before or now)
+        if as_read is not None:
+            missing = [key for key in unique if key not in as_read]
+            if missing:
+                raise ValueError(f"position_queue {what}: key={missing[0]!r} was not read (not in as_read)")
+        source = merges.mark_source(unique, datetime.now(UTC), error, as_read or {})
 
         def merge(table: DeltaTable) -> int:
-            return merges.merge_mark(table, source, updates, guarded=updated_before is not None)
+            return merges.merge_mark(table, source, updates, guarded=as_read is not None)
 
         return self._merge(merge, 0, create=False, what=f"{what} of {len(unique)} keys")
 
-    def remove(self, keys: Iterable[Key]) -> int:
-        """Delete these rows (closed or expired contracts) in one commit; returns how many were deleted."""
-        unique = merges.unique_keys(keys)
-        if not unique:
+    def remove(self, items: Iterable[QueueItem]) -> int:
+        """Delete these rows (closed or expired contracts) in one commit, each only if it is still exactly as
+        read (its `updated_at`): a contract re-queued since (reopened) keeps its row. Returns rows deleted."""
+        seen = {item.key: item.updated_at for item in items}
+        if not seen:
             return 0
-        source = merges.key_source(unique)
 
         def merge(table: DeltaTable) -> int:
-            return merges.merge_delete(table, source)
+            return merges.merge_delete(table, merges.seen_source(seen), guarded=True)
 
-        removed = self._merge(merge, 0, create=False, what=f"remove of {len(unique)} keys")
+        removed = self._merge(merge, 0, create=False, what=f"remove of {len(seen)} keys")
         log.info("removed %d queue rows", removed)
         return removed
 

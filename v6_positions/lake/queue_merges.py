@@ -14,7 +14,16 @@ import polars as pl
 from deltalake import DeltaTable
 
 from v6_positions.lake.errors import InvalidRowError
-from v6_positions.lake.rows import DONE, FAILED, PENDING, Key, QueueItem, queue_item, validated_queue_record
+from v6_positions.lake.rows import (
+    DONE,
+    FAILED,
+    PENDING,
+    VALUATION_FIELDS,
+    Key,
+    QueueItem,
+    queue_item,
+    validated_queue_record,
+)
 from v6_positions.lake.schemas import PAYLOAD_COLUMNS, POSITION_QUEUE, UTC_TIMESTAMP
 from v6_positions.lake.tables import conform
 
@@ -30,14 +39,32 @@ def _q(column: str) -> str:
 # How a re-queue combines the stored row (t) with the incoming one (s). A row that was done starts a new
 # wait (new queued_at, attempts reset); a row still waiting keeps its age and its better priority.
 _WAS_DONE = f"t.status = '{DONE}'"
+# IB's valuation (market price and value, P&L, payload_time) is one observation: it moves as a unit, never
+# column by column, so a new position can never be written with an older valuation's time. An incoming
+# valuation (any of its fields) replaces the stored one; without one, the stored valuation stays only while
+# the size it valued stays (a resize or a close makes it another position's value: cleared, so the batch
+# fetches).
+_VALUATION = tuple(VALUATION_FIELDS)
+_SAME_SIZE = "(s.position IS NULL OR s.position = t.position)"
+_INCOMING_VALUED = " OR ".join(f"s.{_q(c)} IS NOT NULL" for c in _VALUATION)
 # An incoming None keeps the stored value of these:
-_KEEP_LAST_KNOWN = ("right", "strike", "expiry", "multiplier", *PAYLOAD_COLUMNS)
+_KEEP_LAST_KNOWN = (
+    "right",
+    "strike",
+    "expiry",
+    "multiplier",
+    *(c for c in PAYLOAD_COLUMNS if c not in _VALUATION),
+)
 _UPSERT = {
     _q(column): expr
     for column, expr in {
         "symbol": "s.symbol",
         "sec_type": "s.sec_type",
         **{c: f"COALESCE(s.{_q(c)}, t.{_q(c)})" for c in _KEEP_LAST_KNOWN},
+        **{
+            c: f"CASE WHEN {_INCOMING_VALUED} THEN s.{_q(c)} WHEN {_SAME_SIZE} THEN t.{_q(c)} ELSE NULL END"
+            for c in _VALUATION
+        },
         "priority": f"CASE WHEN {_WAS_DONE} OR s.priority < t.priority THEN s.priority ELSE t.priority END",
         "status": f"'{PENDING}'",
         "attempts": f"CASE WHEN {_WAS_DONE} THEN 0 ELSE t.attempts END",
@@ -75,6 +102,7 @@ def _dedupe(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.group_by(["account", "conid"], maintain_order=True).agg(
         pl.col("symbol", "sec_type", "status", "attempts", "last_error", "processed_at", "updated_at").last(),
         *[pl.col(c).drop_nulls().last() for c in _KEEP_LAST_KNOWN],
+        *[pl.col(c).last() for c in _VALUATION],  # the last row's valuation, as a unit
         pl.col("priority").min(),
         pl.col("queued_at").first(),
     )
@@ -88,11 +116,27 @@ def key_source(keys: list[Key]) -> pl.DataFrame:
     return pl.DataFrame({"account": [k[0] for k in keys], "conid": [k[1] for k in keys]}, schema=_KEY_SCHEMA)
 
 
-def mark_source(keys: list[Key], now: datetime, error: str | None, before: datetime) -> pl.DataFrame:
-    """The keys to mark, with the time (`now`), the error and the re-queue guard's instant (`before`)."""
+def mark_source(
+    keys: list[Key], now: datetime, error: str | None, seen: Mapping[Key, datetime | None]
+) -> pl.DataFrame:
+    """The keys to mark, with the time (`now`), the error and each row's `updated_at` as it was read."""
     return key_source(keys).with_columns(
-        now=pl.lit(now, UTC_TIMESTAMP), error=pl.lit(error, pl.String), before=pl.lit(before, UTC_TIMESTAMP)
+        now=pl.lit(now, UTC_TIMESTAMP),
+        error=pl.lit(error, pl.String),
+        seen=pl.Series([seen.get(key) for key in keys], dtype=UTC_TIMESTAMP),
     )
+
+
+def seen_source(seen: Mapping[Key, datetime | None]) -> pl.DataFrame:
+    """Keys with each row's `updated_at` as it was read (for a delete guarded against a change)."""
+    keys = list(seen)
+    return key_source(keys).with_columns(seen=pl.Series([seen[key] for key in keys], dtype=UTC_TIMESTAMP))
+
+
+# A row is changed by whoever read it only if nobody re-queued it since: its `updated_at` is still the one
+# read. (A time comparison would not do: a writer stamps `updated_at` before its commit, which may land
+# after the reader's read, up to a retry budget later.)
+_UNCHANGED = "t.updated_at = s.seen"
 
 
 def merge_insert(table: DeltaTable, source: pl.DataFrame) -> None:
@@ -105,9 +149,9 @@ def merge_insert(table: DeltaTable, source: pl.DataFrame) -> None:
 
 
 def merge_mark(table: DeltaTable, source: pl.DataFrame, updates: dict[str, str], guarded: bool) -> int:
-    """Set `updates` on the stored rows of the source's keys; `guarded`: only rows not re-queued since
-    `before`. Returns how many rows changed."""
-    guard = "t.updated_at <= s.before" if guarded else None
+    """Set `updates` on the stored rows of the source's keys; `guarded`: only rows unchanged since they
+    were read (`seen`). Returns how many rows changed."""
+    guard = _UNCHANGED if guarded else None
     metrics = (
         table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
         .when_matched_update(updates={_q(c): e for c, e in updates.items()}, predicate=guard)
@@ -116,10 +160,11 @@ def merge_mark(table: DeltaTable, source: pl.DataFrame, updates: dict[str, str],
     return int(metrics["num_target_rows_updated"])
 
 
-def merge_delete(table: DeltaTable, source: pl.DataFrame) -> int:
+def merge_delete(table: DeltaTable, source: pl.DataFrame, guarded: bool = False) -> int:
+    """Delete the stored rows of the source's keys; `guarded`: only rows unchanged since read (`seen`)."""
     metrics = (
         table.merge(source, predicate=_KEY_MATCH, source_alias="s", target_alias="t")
-        .when_matched_delete()
+        .when_matched_delete(predicate=_UNCHANGED if guarded else None)
         .execute()
     )
     return int(metrics["num_target_rows_deleted"])

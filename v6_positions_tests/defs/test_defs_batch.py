@@ -19,8 +19,9 @@ from v6_positions.defs.assets import SUMMARY_TAG_PREFIX
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.partitions import contract_partition_key, queued_contracts
 from v6_positions.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
+from v6_positions.lake.book_heal import refresh_positions
 from v6_positions.lake.history import PositionRow, write_rows
-from v6_positions.lake.positions import read_positions, refresh_positions
+from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
 
@@ -41,6 +42,8 @@ def queue_and_partition(
             "expiry": "20261218",
             "position": position,
             "market_price": 1.25 if position else None,
+            # What the stream queues: IB's valuation with its time (a close is stamped when it happened).
+            "payload_time": datetime.now(UTC) if position is not None else None,
         }
         for conid, position in payloads.items()
     )
@@ -143,9 +146,11 @@ def test_failed_contracts_show_failed_and_bridged_done_ones_keep_their_state(
     # Next batch: 2001, 2004 re-queued with payloads, 2003 re-queued without one, 2002 stays done (bridged).
     PositionQueue(lake_root).insert_many(
         [
-            {"account": ACCOUNT, "conid": 2001, "symbol": "IWM", "position": 5.0, "market_price": 2.5},
+            {"account": ACCOUNT, "conid": 2001, "symbol": "IWM", "position": 5.0, "market_price": 2.5,
+             "payload_time": datetime.now(UTC)},
             {"account": ACCOUNT, "conid": 2003, "symbol": "IWM"},
-            {"account": ACCOUNT, "conid": 2004, "symbol": "IWM", "position": 6.0, "market_price": 3.5},
+            {"account": ACCOUNT, "conid": 2004, "symbol": "IWM", "position": 6.0, "market_price": 3.5,
+             "payload_time": datetime.now(UTC)},
         ]
     )
     _drop_payload(lake_root, 2003)
@@ -206,7 +211,10 @@ def test_the_book_is_kept_by_the_batch_not_rebuilt_from_history(
     for _ in range(2):  # two batches, the second over a random re-queued subset
         assert materialize_range(make_defs(), instance, keys).success
         PositionQueue(lake_root).insert_many(
-            {"account": ACCOUNT, "conid": c, "symbol": "IWM", "position": float(rng.randint(-5, 5))}
+            {
+                "account": ACCOUNT, "conid": c, "symbol": "IWM", "position": float(rng.randint(-5, 5)),
+                "payload_time": datetime.now(UTC),
+            }
             for c in rng.sample(conids, 10)
         )
     kept = _book(read_positions(lake_root))

@@ -11,8 +11,8 @@ import pytest
 
 from v6_positions.defs.heartbeat import LINES_TAG
 from v6_positions.defs.resources import HealthThresholds
+from v6_positions.lake.book_heal import refresh_positions
 from v6_positions.lake.history import PositionRow, write_rows
-from v6_positions.lake.positions import refresh_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 

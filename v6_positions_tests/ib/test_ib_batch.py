@@ -13,7 +13,7 @@ from v6_positions.simulator.protocol import In
 def test_zero_line_fetch_uses_no_lines_and_rows_are_writable(sim, lake_root):
     legs = [c for (_, c), p in sim.book.positions.items() if p.contract.sec_type == "OPT"][:5]
     settings = Settings(lake_uri=lake_root, ib_port=sim.port)
-    rows = fetch_positions_zero_line(settings, client_id=40, conids=legs, timeout_s=5)
+    rows = fetch_positions_zero_line(settings, client_id=40, conids=legs, timeout_s=5).rows
     assert sorted(r.conid for r in rows) == sorted(legs)
     assert all(r.source == "batch" and r.market_value is not None and r.position for r in rows)
     assert all(r.market_price is not None and r.market_price >= 0 for r in rows)
@@ -29,7 +29,8 @@ def test_a_few_hundred_positions_never_trip_pacing_even_when_the_gateway_stalls(
     wanted = held[::2]  # 150 of them: four paced chunks, enough to trip a burst (>= 100), quick to run
     _stall_once_on_first_pnl_request(sim, seconds=1.2)
     settings = Settings(lake_uri=lake_root, ib_port=sim.port)
-    rows = fetch_positions_zero_line(settings, client_id=41, conids=[c for _, c in wanted], timeout_s=10)
+    conids = [c for _, c in wanted]
+    rows = fetch_positions_zero_line(settings, client_id=41, conids=conids, timeout_s=10).rows
     assert sorted((r.account, r.conid) for r in rows) == wanted
     assert all(r.market_value is not None for r in rows), "every row has its P&L value"
     stats = sim.stats()

@@ -12,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 from lake_helpers import Lake, aged_row
 
+from v6_positions.lake.book_heal import heal_book, refresh_positions
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
 from v6_positions.lake.positions import (
@@ -20,12 +21,11 @@ from v6_positions.lake.positions import (
     apply_to_positions,
     build_positions,
     read_positions,
-    refresh_positions,
 )
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.rows import history_frame, validated_records
 from v6_positions.lake.schemas import HISTORY_TABLES, spec_for
-from v6_positions.lake.tables import read_table
+from v6_positions.lake.tables import read_table, table_version
 
 _COLUMNS = ["account", "conid", "position", "market_price", "source", "event_time", "written_at"]
 
@@ -219,3 +219,45 @@ def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake
 def _history(lake: Lake, rows: list[PositionRow]) -> pl.DataFrame:
     records = validated_records("positions", rows)
     return history_frame(records, spec_for("streamed_positions"), datetime.now(UTC))
+
+
+def test_rows_a_crashed_writer_could_not_merge_reach_the_book(tmp_path) -> None:
+    """History committed, the book merge failed, then the process died (its pending merge lived only in
+    memory): the next heal brings the rows in, and afterwards reads only what is new."""
+    import shutil
+
+    from v6_positions.lake.errors import LakeError
+
+    root = tmp_path / "lake"
+    blocker = root / "positions"
+    blocker.mkdir(parents=True)
+    (blocker / "junk.bin").write_bytes(b"x")  # `positions` cannot be written
+    writer = HistoryWriter(str(root), flush_interval_s=0.0)
+    writer.extend([aged_row("A", 1, -5.0, 1, "stream"), aged_row("A", 2, 0.0, 1, "stream")])
+    with pytest.raises(LakeError, match="positions: merge of 2 rows"):
+        writer.flush()
+    del writer  # the crash: what the writer kept for a retry is gone
+    shutil.rmtree(blocker)
+    write_rows(str(root), "queued_positions", [aged_row("A", 2, 3.0, 30, "batch")])  # older than the close
+    assert read_positions(str(root))["conid"].to_list() == [2], "the book lacks the stream's rows"
+
+    healed = heal_book(str(root))
+    book = read_positions(str(root))
+    assert book["conid"].to_list() == [1] and book["position"].to_list() == [-5.0]  # 2 closed: hidden
+    assert healed.watermarks == {t: table_version(str(root), t) for t in HISTORY_TABLES}
+    assert healed.full_reads == ["streamed_positions", "queued_positions"]  # no watermark yet: read whole
+
+    assert heal_book(str(root)).rows_read == 0  # nothing new
+    write_rows(str(root), "streamed_positions", [aged_row("A", 3, 1.0, 0, "stream")])
+    again = heal_book(str(root))
+    assert (again.rows_read, again.full_reads) == (1, [])  # only the new commit, from the change feed
+
+
+def test_a_rebuild_never_undoes_a_newer_merge(lake: Lake) -> None:
+    """refresh_positions merges (newer event wins) instead of overwriting the book."""
+    root, options = lake.root, lake.options
+    write_rows(root, "streamed_positions", [aged_row("A", 1, 1.0, 10, "stream")], options)
+    # A newer row that reached the book but (say) not history yet: a rebuild must keep it.
+    apply_to_positions(root, [aged_row("A", 1, 4.0, 0, "batch")], options)
+    assert refresh_positions(root, options) == 1
+    assert read_positions(root, options)["position"].to_list() == [4.0]

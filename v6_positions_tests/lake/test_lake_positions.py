@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from lake_helpers import Lake, aged_row
 
+from v6_positions.lake.book_heal import refresh_positions
 from v6_positions.lake.history import write_rows
-from v6_positions.lake.positions import read_positions, refresh_positions
+from v6_positions.lake.positions import read_positions
 from v6_positions.lake.tables import table_version
 
 

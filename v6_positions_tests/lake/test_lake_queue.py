@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 from lake_helpers import Lake
 
+from v6_positions.lake import queue_merges as merges
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.tables import read_table
 
@@ -104,8 +106,38 @@ def test_requeue_after_done_starts_a_new_wait(lake: Lake) -> None:
 def test_mark_done_can_skip_rows_requeued_meanwhile(lake: Lake) -> None:
     queue = _queue(lake)
     queue.insert_many(QueueItem(account="A", conid=c, symbol="SPY") for c in (1, 2))
-    batch_time = datetime.now(UTC)
     batch = queue.get_batch()
     queue.insert(2, "SPY", account="A", position=7.0)  # new payload while the batch was processed
-    assert queue.mark_done([i.key for i in batch], updated_before=batch_time) == 1
+    assert queue.mark_done([i.key for i in batch], as_read={i.key: i.updated_at for i in batch}) == 1
     assert queue.keys("done") == [("A", 1)] and queue.keys("pending") == [("A", 2)]
+
+
+def test_a_requeue_stamped_before_the_read_but_committed_after_it_stays_pending(lake: Lake) -> None:
+    """A writer stamps `updated_at` before its MERGE and keeps it through commit retries: its commit can
+    land after a batch read the queue, with a time before that read. Only the exact row read is marked."""
+    queue = _queue(lake)
+    queue.insert(1, "SPY", account="A", position=-5.0)
+    close = QueueItem(account="A", conid=1, symbol="SPY", position=0.0)
+    stamped = merges.insert_source([close], datetime.now(UTC))  # stamped now, committed later
+    batch = queue.due()  # the batch reads -5 ...
+    assert [i.position for i in batch] == [-5.0]
+    merges.merge_insert(DeltaTable(f"{lake.root}/position_queue", storage_options=lake.options), stamped)
+    assert queue.mark_done([i.key for i in batch], as_read={i.key: i.updated_at for i in batch}) == 0
+    (row,) = queue.items()
+    assert (row.status, row.position) == ("pending", 0.0)  # ... and the close waits for the next batch
+
+
+def test_a_resize_or_close_never_keeps_an_older_valuation_time(lake: Lake) -> None:
+    queue = _queue(lake)
+    valued_at = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
+    queue.insert(1, "SPY", account="A", position=-5.0, market_price=1.2, market_value=-600.0,
+                 payload_time=valued_at)
+    queue.insert(1, "SPY", account="A", position=-5.0)  # same size, no new valuation: kept
+    assert queue.items()[0].payload_time == valued_at
+    queue.insert(1, "SPY", account="A", position=-2.0)  # resized, not yet valued: the old value is cleared
+    (row,) = queue.items()
+    assert (row.position, row.market_value, row.payload_time) == (-2.0, None, None)
+    closed_at = datetime.now(UTC)
+    queue.insert(1, "SPY", account="A", position=0.0, market_value=0.0, payload_time=closed_at)
+    (row,) = queue.items()
+    assert (row.position, row.market_value, row.payload_time) == (0.0, 0.0, closed_at)

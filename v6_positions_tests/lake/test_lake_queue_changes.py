@@ -80,11 +80,24 @@ def test_closed_or_expired_and_remove(lake: Lake) -> None:
         (("A", 1), "SPY", "20260619"),
         (("A", 3), "SPY", "20261218"),
     ]
-    assert queue.remove([("A", 1), ("A", 3), ("A", 99)]) == 2
+    ghost = QueueItem(account="A", conid=99, symbol="SPY")
+    assert queue.remove([*items, ghost]) == 2
     assert queue.keys() == [("A", 2), ("A", 4), ("A", 5), ("B", 1)]
     assert queue.closed_or_expired(today) == []
     assert queue.remove([]) == 0
-    assert PositionQueue(f"{lake.root}/empty", lake.options).remove([("A", 2)]) == 0
+    assert PositionQueue(f"{lake.root}/empty", lake.options).remove([ghost]) == 0
+
+
+def test_remove_keeps_a_row_requeued_since_it_was_read(lake: Lake) -> None:
+    """The clean-up reads a closed row, the contract reopens, then the delete runs: the reopened row stays."""
+    queue = _queue(lake)
+    queue.insert(1, "SPY", account="A", expiry="20261218", position=0.0)
+    queue.mark_done([("A", 1)])
+    (closed,) = queue.closed_or_expired_items(date(2026, 6, 20))
+    queue.insert(1, "SPY", account="A", expiry="20261218", position=3.0)  # reopened meanwhile
+    assert queue.remove([closed]) == 0
+    (row,) = queue.items()
+    assert (row.status, row.position) == ("pending", 3.0)
 
 
 def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) -> None:
@@ -98,7 +111,7 @@ def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) ->
 
     queue.insert_many(_items(range(100, 103), position=2.0))  # one update (100), two new keys
     queue.mark_done([("A", 5)])
-    queue.remove([("A", 7), ("A", 101)])  # a removed key is not a change to report
+    queue.remove([i for i in queue.items() if i.conid in (7, 101)])  # a removed key is not a change to report
     cursor, changed = queue.changes_since(version)
     assert cursor == queue.version()
     assert changed["conid"].to_list() == [5, 100, 102]
