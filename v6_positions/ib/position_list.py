@@ -16,6 +16,9 @@ from datetime import datetime
 from ib_async import Position
 
 from v6_positions.ib.account import account_error
+from v6_positions.ib.holdings import holding_from_position
+from v6_positions.ib.queue_buffer import queue_item
+from v6_positions.lake.reconcile import TOP_PRIORITY, BrokerPositions
 
 Key = tuple[str, int]
 
@@ -60,3 +63,17 @@ class PositionList:
     def unlisted_accounts(self) -> list[str]:
         """Followed accounts the answer listed nothing for (not evidence of anything)."""
         return sorted(set(self.followed) - self.accounts_listed())
+
+
+def broker_positions(answer: PositionList) -> BrokerPositions:
+    """The answer as the lake's reconciliation reads it (contract columns normalised like every queue row)."""
+    held = {}
+    for key, position in answer.held.items():
+        item = queue_item(holding_from_position(position), TOP_PRIORITY)
+        held[key] = item
+    return BrokerPositions(
+        answered_at=answer.answered_at,
+        accounts=frozenset(answer.accounts_listed()),
+        held=held,
+        unverified_accounts=tuple(answer.unlisted_accounts()),
+    )
