@@ -43,6 +43,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/rotation_bench.py
 	$(PY) benchmarks/dagster_bench.py
 	$(PY) benchmarks/day_bench.py
+	$(PY) benchmarks/reconcile_bench.py
+	$(PY) benchmarks/soak_bench.py
+	$(PY) benchmarks/risk_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

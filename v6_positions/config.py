@@ -80,6 +80,7 @@ _Cron = _rule(
 _RetentionDays = _rule(lambda days: days >= 0, "must be >= 0 (0 keeps all history)")
 _RotationLines = _rule(lambda lines: lines >= 0, "must be >= 0 (0 queues legs that do not fit)")
 _BufferCap = _rule(lambda cap: cap >= 1, "must be >= 1 contract")
+_Rate = _rule(lambda rate: -0.1 <= rate <= 0.5, "must be a yearly fraction in [-0.1, 0.5], e.g. 0.04")
 
 
 @dataclass(slots=True, frozen=True, config=ConfigDict(allow_inf_nan=False))
@@ -99,6 +100,8 @@ class Settings:
     stream_sec_types: Annotated[tuple[str, ...], BeforeValidator(_sec_types)] = ("OPT",)
     flush_interval_s: Annotated[float, _Seconds] = 1.0
     batch_cron: Annotated[str, _Cron] = "* * * * *"
+    # When the book is reconciled against IB's position list (zero lines); also at every stream connect.
+    reconcile_cron: Annotated[str, _Cron] = "*/5 * * * *"
     # Days of history kept before today; 0 keeps everything.
     history_retention_days: Annotated[int, _RetentionDays] = 0
     # Contracts the stream holds while the lake is unreachable.
@@ -107,6 +110,8 @@ class Settings:
     valuation_interval_s: Annotated[float, _Seconds] = 60.0
     # Lines that rotate through active legs that do not fit; 0 = queue them only.
     rotation_lines: Annotated[int, _RotationLines] = 10
+    # Continuously compounded yearly rate of the model greeks of queued options (risk/model_greeks.py).
+    risk_free_rate: Annotated[float, _Rate] = 0.04
 
     @model_validator(mode="after")
     def _reserve_below_limit(self) -> Settings:
@@ -166,10 +171,12 @@ ENV_NAMES = {
     "stream_sec_types": "V6_STREAM_SEC_TYPES",
     "flush_interval_s": "V6_FLUSH_INTERVAL_S",
     "batch_cron": "V6_BATCH_CRON",
+    "reconcile_cron": "V6_RECONCILE_CRON",
     "history_retention_days": "V6_HISTORY_RETENTION_DAYS",
     "stream_buffer_cap": "V6_STREAM_BUFFER_CAP",
     "valuation_interval_s": "V6_VALUATION_INTERVAL_S",
     "rotation_lines": "V6_ROTATION_LINES",
+    "risk_free_rate": "V6_RISK_FREE_RATE",
 }
 
 def env_texts(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -5,7 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from v6_positions.config import Settings
-from v6_positions.defs import assets, checks, jobs, queue_sensor, schedules, sensors, stream
+from v6_positions.defs import (
+    assets,
+    checks,
+    jobs,
+    queue_sensor,
+    reconciliation,
+    risk_assets,
+    risk_checks,
+    risk_schedules,
+    schedules,
+    sensors,
+    stream,
+)
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision, resources_from_settings
 
 
@@ -13,6 +25,7 @@ def build_definitions(
     settings: Settings,
     supervision: StreamSupervision | None = None,
     thresholds: HealthThresholds | None = None,
+    risk_limits: risk_checks.RiskLimits | None = None,
 ) -> dg.Definitions:
     return dg.Definitions(
         assets=[
@@ -21,6 +34,8 @@ def build_definitions(
             assets.position_queue,
             assets.queued_positions,
             assets.positions,
+            risk_assets.risk_refresh,
+            risk_assets.book_eod,
         ],
         asset_checks=[
             checks.lines_within_budget,
@@ -29,12 +44,19 @@ def build_definitions(
             checks.queue_backlog_age,
             checks.registry_legs_held,
             checks.registry_rows_valid,
+            reconciliation.book_matches_ib,
+            risk_checks.strategy_legs_held_and_fresh,
+            risk_checks.risk_coverage,
+            risk_checks.strategy_risk_limits,
         ],
         jobs=[
             stream.build_stream_job(settings.gateway),
             jobs.batch_job,
             jobs.health_check_job,
             jobs.lake_maintenance_job,
+            reconciliation.reconcile_job,
+            risk_schedules.risk_job,
+            risk_schedules.eod_job,
         ],
         sensors=[sensors.stream_supervisor, queue_sensor.queue_partitions],
         schedules=[
@@ -42,8 +64,14 @@ def build_definitions(
             schedules.health_check_schedule,
             schedules.lake_maintenance_schedule,
             schedules.queue_cleanup_schedule,
+            reconciliation.build_reconcile_schedule(settings.reconcile_cron),
+            risk_schedules.risk_refresh_every_minute,
+            risk_schedules.book_eod_at_close,
         ],
-        resources=resources_from_settings(settings, supervision, thresholds),
+        resources={
+            **resources_from_settings(settings, supervision, thresholds),
+            "risk_limits": risk_limits or risk_checks.RiskLimits(),
+        },
     )
 
 

@@ -10,6 +10,7 @@ import dagster as dg
 from v6_positions.defs.assets import positions, queued_positions
 from v6_positions.defs.cleanup import cleanup_queue
 from v6_positions.defs.partitions import DEFER_EVENTS_TAG, queued_contracts
+from v6_positions.defs.reconciliation import book_matches_ib
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.maintenance import maintain
 
@@ -19,7 +20,8 @@ BATCH_JOB_NAME = "queued_positions_batch_job"
 # lineage still reads queued_positions -> positions. In-process: two steps in sequence, no process per step.
 batch_job = dg.define_asset_job(
     BATCH_JOB_NAME,
-    selection=dg.AssetSelection.assets(queued_positions, positions),
+    # Reconciliation talks to IB and repairs: it runs on its own schedule, not with every batch.
+    selection=dg.AssetSelection.assets(queued_positions, positions) - dg.AssetSelection.checks(book_matches_ib),
     partitions_def=queued_contracts,
     executor_def=dg.in_process_executor,
     # The assets report per partition what was committed or failed; Dagster's own per-key events would
@@ -30,7 +32,8 @@ batch_job = dg.define_asset_job(
 
 health_check_job = dg.define_asset_job(
     "position_health_checks",
-    selection=dg.AssetSelection.all_asset_checks(),
+    # Reconciliation talks to IB and repairs: it runs in its own job on its own schedule.
+    selection=dg.AssetSelection.all_asset_checks() - dg.AssetSelection.checks(book_matches_ib),
     executor_def=dg.in_process_executor,
     description="Line budget, stream freshness, queue backlog and registry legs without a position.",
 )

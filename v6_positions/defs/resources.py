@@ -45,6 +45,7 @@ class LakeResource(_SettingsPart):
     lake_uri: str
     lake_storage_options: str
     history_retention_days: str
+    risk_free_rate: str  # the risk refresh's model greeks (it reads the lake, never IB)
 
     @property
     def root_uri(self) -> str:
@@ -84,6 +85,11 @@ class IBResource(_SettingsPart):
         """The batch path's zero-line requests use the first helper id, so the stream and a batch run can be
         connected at once (IB rejects a second session on a clientId that is in use)."""
         return helper_client_ids(self.settings)[0]
+
+    @property
+    def reconcile_client_id(self) -> int:
+        """Reconciliation reads IB's position list on the next helper id (a batch may be connected)."""
+        return helper_client_ids(self.settings)[1]
 
 
 class StreamSupervision(dg.ConfigurableResource):

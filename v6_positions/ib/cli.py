@@ -79,6 +79,12 @@ def status_line(status: StreamStatus) -> str:
         oldest = "-" if rotation.max_age_s is None else f"{rotation.max_age_s:.1f}s"
         line += f" rotating={rotation.overflow} pool={rotation.pool_lines} bound={bound} oldest={oldest}"
     line += f" valuation_sweeps={status.valuation_sweeps} unvalued={status.valuations_missing}"
+    reconcile = status.reconcile
+    if reconcile is not None and reconcile.last_at is not None:
+        at = reconcile.last_at.astimezone(UTC).strftime("%H:%M:%S")
+        line += f" reconciled={at} fixed={reconcile.last_fixed}"
+    if reconcile is not None and reconcile.errors:
+        line += f" reconcile_errors={reconcile.errors}"
     if status.registry_error:
         line += " REGISTRY_UNREADABLE(last known legs kept)"
     if status.registry_invalid_rows:

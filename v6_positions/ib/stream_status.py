@@ -3,10 +3,12 @@ and checks (`defs/stream.py`), the benchmarks and the tests; built from the owne
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from v6_positions.ib.reconcile_on_connect import ReconcileStats
 from v6_positions.ib.rotation import LegStatus, RotationSummary
 from v6_positions.lake.history import WriterStats
 
@@ -60,6 +62,8 @@ class StreamStatus:
     rotation: RotationSummary | None = None
     rotation_legs: list[LegStatus] = field(default_factory=list)  # per leg: score, role, line, age
     risk_scores: dict[int, float] = field(default_factory=dict)  # every streamable active leg's score
+    # The book against IB's position list at each (re)connect (reconcile_on_connect.py).
+    reconcile: ReconcileStats | None = None
 
 
 def collect_status(streamer: PositionStreamer) -> StreamStatus:
@@ -116,4 +120,5 @@ def collect_status(streamer: PositionStreamer) -> StreamStatus:
         rotation=rotator.scheduler.summary() if rotator is not None and rotating else None,
         rotation_legs=rotator.scheduler.status() if rotator is not None else [],
         risk_scores=dict(streamer.ranking.scores),
+        reconcile=dataclasses.replace(streamer.reconciler.stats),
     )

@@ -35,9 +35,10 @@ from v6_positions.ib.active_legs import ActiveLegs
 from v6_positions.ib.allocation import LineAllocation
 from v6_positions.ib.handlers import HandlerDispatcher, PositionUpdateHandler
 from v6_positions.ib.holdings import HoldingKey, apply_pnl
-from v6_positions.ib.lines import LineGrant
+from v6_positions.ib.lines import LineLedger
 from v6_positions.ib.queue_buffer import QueueBuffer
 from v6_positions.ib.ranking import RERANK_INTERVAL_S, RiskRanking
+from v6_positions.ib.reconcile_on_connect import ConnectReconciler
 from v6_positions.ib.rotator import stream_rotator
 from v6_positions.ib.routing import RoutingReport
 from v6_positions.ib.session import IBSession, SessionConfig
@@ -96,25 +97,27 @@ class PositionStreamer:
             on_data_lost=self._on_data_lost,
         )
         self.ib = self.session.ib
-        self.subs = SubscriptionRegistry(self.ib, generic_ticks)
+        probe_timing = {
+            name: value for name, value in (("probe_base_s", probe_base_s), ("probe_cap_s", probe_cap_s))
+            if value is not None
+        }
+        # Every line the stream takes (long-lived, pool, probe) is counted here, against what IB grants.
+        self.lines = LineLedger(settings.line_budget, **probe_timing)  # type: ignore[arg-type]
+        self.subs = SubscriptionRegistry(self.ib, generic_ticks, self.lines)
         self.dispatcher = HandlerDispatcher(handlers)
         self.queue_buffer = QueueBuffer(queue)
         self.sink = RowSink(self.dispatcher, self.queue_buffer, queue_flush_s)
         self.account = AccountBook(settings.ib_account, settings.stream_sec_types)
         self.ranking = RiskRanking()
-        probe_timing = {
-            name: value for name, value in (("probe_base_s", probe_base_s), ("probe_cap_s", probe_cap_s))
-            if value is not None
-        }
-        self.lines = LineGrant(settings.line_budget, **probe_timing)  # type: ignore[arg-type]
         self.synced = False  # the holdings are rebuilt from IB's positions since the last (re)connect
         self.synced_event = asyncio.Event()  # set after each completed resync (tests wait on it)
+        self.reconciler = ConnectReconciler(queue.root_uri, queue.storage_options, settings.ib_account)
         self.fatal_error: str | None = None
         self._stop: asyncio.Event | None = None
         # The rotating pool: active legs beyond the long-lived lines share `settings.rotation_lines` lines.
         self.rotator = stream_rotator(
             self.ib, settings, self._on_quote, generic_ticks=generic_ticks, enabled=self._streaming,
-            on_full=lambda: self.allocation.pool_refused(),
+            ledger=self.lines,
         )
         self.legs = ActiveLegs(registry, registry_poll_s, lambda conids: self.allocation.deactivated(conids))
         self.allocation = LineAllocation(
@@ -215,6 +218,7 @@ class PositionStreamer:
         )
         self.synced_event.set()
         self.valuations.kick()  # queued holdings get IB's valuation now, not one interval later
+        self.reconciler.start(self.ib.positions(), self.ib.managedAccounts())  # the book against IB's list
 
     def _fail(self, message: str) -> None:
         log.error("stopping the stream: %s", message)
@@ -249,6 +253,7 @@ class PositionStreamer:
         log.info("positions re-requested after 1101: %d held", held)
         self.allocation.mark_dirty()
         self.valuations.kick()
+        self.reconciler.start(positions, self.ib.managedAccounts())
 
     async def _shutdown(self) -> None:
         connected = self.session.connected
@@ -262,6 +267,7 @@ class PositionStreamer:
         log.info("stopping: cancelled %d streams", cancelled)
         await self.session.close()  # no more events after this: everything received is in the dispatcher
         await self.sink.close()
+        await self.reconciler.stop()
 
     # -- ib_async events -----------------------------------------------------------------------------------
     def _on_position(self, position: Position) -> None:
@@ -285,7 +291,9 @@ class PositionStreamer:
         holding = self.account.holdings.get(key)
         if holding is None:
             return True  # closed meanwhile: nothing to value, nothing missing
-        if not apply_pnl(holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, datetime.now(UTC)):
+        if not apply_pnl(
+            holding, pnl.value, pnl.unrealizedPnL, pnl.realizedPnL, datetime.now(UTC), pnl.dailyPnL
+        ):
             return False
         self.allocation.requeue(holding)
         return True

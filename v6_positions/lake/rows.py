@@ -71,11 +71,17 @@ class Valuation:
     unrealized_pnl: float | None = None
     realized_pnl: float | None = None
     payload_time: datetime | None = None  # when IB sent it (UTC)
+    daily_pnl: float | None = None  # IB's dailyPnL: today's P&L of the position
 
     def take_valuation(self, other: Valuation) -> None:
         """Copy another record's valuation into this one."""
         for name in VALUATION_FIELDS:
             setattr(self, name, getattr(other, name))
+
+    def clear_valuation(self) -> None:
+        """Forget the valuation (it valued a size no longer held)."""
+        for name in VALUATION_FIELDS:
+            setattr(self, name, None)
 
 
 VALUATION_FIELDS = tuple(f.name for f in fields(Valuation))
@@ -99,6 +105,9 @@ class PositionRow(HeldContract):
     underlying_price: float | None = None
     source: str = "stream"  # stream | portfolio (a closed stream's last row) | batch
     event_time: datetime | None = None  # aware UTC; None means "now" (set when appended)
+    multiplier: float | None = None
+    prior_close: float | None = None  # IB's close tick (yesterday's close), streamed contracts
+    daily_pnl: float | None = None  # today's P&L of the position (schemas.POSITION_ROW_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -130,6 +139,8 @@ class QueueItem(Valuation, HeldContract):
             unrealized_pnl=self.unrealized_pnl if held else None,
             source=source,
             event_time=event_time,
+            multiplier=None if self.multiplier is None else float(self.multiplier),
+            daily_pnl=self.daily_pnl if held else None,
         )
 
 
@@ -167,6 +178,9 @@ def validated_record(row: PositionRow) -> dict[str, object]:
     record["event_time"] = v.check_time("event_time", row.event_time, required=False) or datetime.now(UTC)
     for name in _PRICE_FIELDS:
         record[name] = v.check_optional_number(name, getattr(row, name))
+    multiplier = record["multiplier"]
+    if multiplier is not None and multiplier <= 0:  # type: ignore[operator]
+        raise InvalidRowError("multiplier", row.multiplier, "must be > 0 (or None: unknown)")
     return record
 
 

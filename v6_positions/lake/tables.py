@@ -15,7 +15,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.schema import PrimitiveType
 
 from v6_positions.lake.errors import LakeError, LakeSchemaError
-from v6_positions.lake.schemas import OPEN_SCHEMA_TABLES, TableSpec, spec_for
+from v6_positions.lake.schemas import ADDED_COLUMNS, OPEN_SCHEMA_TABLES, TableSpec, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,41 @@ def open_table(root_uri: str, name: str, storage_options: dict[str, str] | None 
         return None
     except (DeltaError, OSError) as exc:  # a corrupt log, unreachable storage, bad storage options
         raise LakeSchemaError(spec.name, uri, f"cannot be opened as a Delta table: {exc}") from exc
+    add_missing_columns(table, spec)
     check_schema(table, spec, uri)
     return table
+
+
+def add_missing_columns(table: DeltaTable, spec: TableSpec) -> None:
+    """Append the columns added to our schemas since a table was created (schemas.ADDED_COLUMNS, nullable:
+    old rows read them as null), in one commit, once. A table that differs in any other way is left as it
+    is for `check_schema` to refuse; tables other programs write are never altered."""
+    if spec.name in OPEN_SCHEMA_TABLES:
+        return
+
+    def missing() -> list[str]:
+        present = {field.name for field in table.schema().fields}
+        if present - set(spec.columns):
+            return []  # not an older version of this table
+        absent = [name for name in spec.columns if name not in present]
+        return absent if set(absent) <= ADDED_COLUMNS else []
+
+    if not missing():
+        return
+
+    def alter() -> None:
+        table.update_incremental()
+        names = missing()
+        if names:
+            types = spec.delta_types()
+            table.alter.add_columns([Field(n, PrimitiveType(types[n]), nullable=True) for n in names])
+            log.info("%s: added columns %s (null in older rows)", spec.name, names)
+
+    try:
+        retry_on_conflict(alter, what=f"{spec.name} schema evolution")
+    except DeltaError as exc:  # a concurrent writer added them first: the check below decides
+        log.debug("%s: adding columns failed (%s); re-reading the schema", spec.name, exc)
+    table.update_incremental()
 
 
 def ensure_table(root_uri: str, name: str, storage_options: dict[str, str] | None = None) -> DeltaTable:
