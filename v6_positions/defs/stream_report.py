@@ -1,6 +1,13 @@
 """What the stream run says about itself, at a bounded rate: run tags with every heartbeat (lines in use,
 budget, connected, rotation bound: what the sensor and the checks read) and asset events every
 `progress_interval_s` carrying the streamer's status as metadata. Never per tick.
+
+Neither write may end the stream. A batch run can hold the SQLite event log's index in one long transaction,
+and Dagster's SQLite storage then answers "database is locked" after 30 s; a run database can be briefly
+unreachable. A failed write is logged and counted (the next report shows the counts), and the next one is
+tried at its usual interval, counted from the end of the failed one. A progress round stops at its first
+failed event, so a locked index holds up the op's loop (and with it the heartbeat, which lives in the run
+database and still gets through) for one 30 s wait per round, well within the supervisor's 60 s staleness.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ class StreamReporter:
         self._next_progress = self.started + supervision.progress_interval_s
         self._rows_reported = 0
         self._queue_rows_reported = 0
+        self.heartbeats_failed = 0  # heartbeat tag writes the run storage refused
+        self.reports_failed = 0  # progress rounds the event log refused
 
     def tick(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
         """Heartbeat and progress when due; returns the run's recorded status when it was read."""
@@ -52,8 +61,9 @@ class StreamReporter:
         if now >= self._next_beat:
             run_status = self.beat(status)
         if now >= self._next_progress:
-            self._next_progress = now + self.supervision.progress_interval_s
             self.progress(status)
+            # From the end of this round: a write that waited on a lock is not retried at once.
+            self._next_progress = time.monotonic() + self.supervision.progress_interval_s
         return run_status
 
     def beat(self, status: StreamStatus | None) -> dg.DagsterRunStatus | None:
@@ -76,7 +86,8 @@ class StreamReporter:
             write_heartbeat(self.context.instance, self.context.run_id, extra=tags)
             return self.run_status()
         except Exception as exc:  # the stream must outlive a slow or broken run database
-            self.context.log.warning(f"heartbeat not written: {type(exc).__name__}: {exc}")
+            self.heartbeats_failed += 1
+            self.context.log.warning(f"heartbeat not written (streaming on): {type(exc).__name__}: {exc}")
             return None
 
     def first_beat(self) -> dg.DagsterRunStatus:
@@ -95,7 +106,23 @@ class StreamReporter:
         return run.status if run is not None else dg.DagsterRunStatus.STARTED
 
     def progress(self, status: StreamStatus | None) -> None:
-        metadata = status_metadata(status, self.started)
+        """Report the streamer's status as asset events and a log line. When the event log refuses them, say
+        so and count it: the stream goes on, and the next round reports again."""
+        try:
+            self._report(status)
+        except Exception as exc:  # a locked or unreachable event log must not end the stream
+            self.reports_failed += 1
+            retry_s = self.supervision.progress_interval_s
+            self.context.log.warning(
+                f"progress not reported (streaming on, next try in {retry_s:g}s): {type(exc).__name__}: {exc}"
+            )
+
+    def _report(self, status: StreamStatus | None) -> None:
+        metadata = {
+            **status_metadata(status, self.started),
+            "heartbeats_failed": self.heartbeats_failed,
+            "reports_failed": self.reports_failed,
+        }
         rows = status.rows_flushed if status else 0
         queue_rows = status.queue_rows_written if status else 0
         # New rows committed -> a materialization; otherwise an observation keeps status visible.
@@ -111,6 +138,7 @@ class StreamReporter:
                 },
             )
         )
+        self._rows_reported = rows
         if queue_rows > self._queue_rows_reported:
             self.context.log_event(
                 dg.AssetMaterialization(
@@ -121,7 +149,7 @@ class StreamReporter:
                     },
                 )
             )
-        self._rows_reported, self._queue_rows_reported = rows, queue_rows
+            self._queue_rows_reported = queue_rows
         self.context.log.info(
             "stream: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if k != "line_budget")
         )
@@ -160,6 +188,20 @@ def status_metadata(status: StreamStatus | None, started: float) -> dict[str, ob
         "last_update_lag_s": lag,
         "uptime_s": round(time.monotonic() - started, 1),
         **_rotation_metadata(status),
+        **_reconcile_metadata(status),
+    }
+
+
+def _reconcile_metadata(status: StreamStatus) -> dict[str, object]:
+    """The last reconciliation of the book against IB's position list (at the stream's last connect)."""
+    reconcile = status.reconcile
+    if reconcile is None or reconcile.last_at is None:
+        return {"last_reconciled_at": None}
+    return {
+        "last_reconciled_at": reconcile.last_at.isoformat(timespec="seconds"),
+        "last_reconcile": reconcile.last_summary,
+        "last_reconcile_fixed": reconcile.last_fixed,
+        "reconcile_errors": reconcile.errors,
     }
 
 

@@ -48,6 +48,7 @@ from v6_positions.ib.errors import (
     RESTORED_DATA_KEPT,
     RESTORED_DATA_LOST,
 )
+from v6_positions.ib.position_log import positions_summary, quiet_position_lines
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class IBSession:
         self.waiting_for_client_id = False  # the stream's id is in use: waiting for it, not streaming
         self.client_id_waits = 0
         self.ib.client.MaxRequests = MAX_MESSAGES_PER_S
+        quiet_position_lines()  # ib_async logs each position of every (re)connect; we log one summary
         self.ib.disconnectedEvent += self._handle_disconnected
         self.ib.errorEvent += self._handle_error
 
@@ -285,6 +287,8 @@ class IBSession:
                     self._ids.advance()
                 return ConnectResult.CLIENT_ID_IN_USE
             return ConnectResult.FAILED
+        summary = positions_summary(self.ib.positions(), self.ib.managedAccounts())
+        log.info("positions at connect (clientId=%s): %s", client_id, summary)
         return ConnectResult.CONNECTED
 
     async def _wait_for_client_id_in_use(self) -> None:

@@ -13,6 +13,7 @@ def test_defaults_match_the_design_table():
     assert settings.stream_sec_types == ("OPT",)
     assert settings.flush_interval_s == 1.0
     assert settings.batch_cron == "* * * * *"
+    assert settings.reconcile_cron == "*/5 * * * *"
     assert settings.valuation_interval_s == 60.0
 
 
@@ -48,6 +49,7 @@ def test_environment_values_are_parsed():
         ("V6_FLUSH_INTERVAL_S", "nan", "V6_FLUSH_INTERVAL_S='nan': not a number"),
         ("V6_STREAM_SEC_TYPES", " , ", "V6_STREAM_SEC_TYPES"),
         ("V6_BATCH_CRON", "every minute", "V6_BATCH_CRON='every minute'"),
+        ("V6_RECONCILE_CRON", "*/5 * *", "V6_RECONCILE_CRON='*/5 * *'"),
         ("V6_VALUATION_INTERVAL_S", "0", "V6_VALUATION_INTERVAL_S=0"),
         ("V6_VALUATION_INTERVAL_S", "soon", "V6_VALUATION_INTERVAL_S='soon': not a number"),
         ("V6_MAX_LINES", "abc", "V6_MAX_LINES='abc': not an integer"),

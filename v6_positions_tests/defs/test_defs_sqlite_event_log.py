@@ -4,14 +4,18 @@ own SQLite storage gives for the same run. (How much faster: benchmarks/dagster_
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
+from collections import Counter
 
 import dagster as dg
 import pytest
+import sqlalchemy
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 from test_defs_batch import (
     GATEWAY,
     materialize_range,
@@ -95,3 +99,44 @@ def test_a_batch_that_fails_midway_stores_none_of_its_events(instance):
     assert len(storage.get_logs_for_run(run_id)) == 2
     latest = instance.get_latest_materialization_event(dg.AssetKey("queued_positions"))
     assert latest is not None and latest.asset_materialization.partition == "p2"
+
+
+def test_an_index_commit_that_fails_after_the_run_log_commit_leaves_each_event_once(
+    make_defs, instance, lake_root, monkeypatch
+):
+    """The run's log commits first, the index last. When the index refuses its commit (a disk error, a lock
+    it could not outwait), Dagster stores the batch again event by event: the run's log must still show each
+    contract once, and the asset's history and partition status must get every event the index missed."""
+    refused: list[str] = []
+    open_in_batch = BatchedSqliteEventLogStorage._open_in_batch
+
+    def index_refuses_its_first_commit(storage, shard):
+        engine, conn = open_in_batch(storage, shard)
+        if shard == INDEX_SHARD_NAME and not refused:
+            refused.append("armed")
+
+            def refuse(connection) -> None:
+                refused.append("refused")
+                raise sqlite3.OperationalError("disk I/O error")
+
+            sqlalchemy.event.listen(conn, "commit", refuse)
+        return engine, conn
+
+    monkeypatch.setattr(BatchedSqliteEventLogStorage, "_open_in_batch", index_refuses_its_first_commit)
+    keys, run_id = run_a_batch(make_defs(), instance, lake_root)
+    assert refused == ["armed", "refused"]  # the batch of materializations did fail at the index commit
+
+    reported = run_materializations(instance, run_id)  # asserts that no contract is reported twice
+    assert list(reported) == keys
+    in_run_log = Counter(
+        (r.event_log_entry.dagster_event_type, r.event_log_entry.dagster_event.partition)
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.partition
+    )
+    assert set(in_run_log.values()) == {1}
+    # The index (what the asset's page and partition status read) holds each of the run's events once too.
+    history = instance.fetch_materializations(dg.AssetKey("queued_positions"), limit=10 * CONTRACTS).records
+    assert sorted(r.partition_key for r in history if r.run_id == run_id) == sorted(keys)
+    assert partition_status(instance) == (set(keys), set())
+    latest = instance.get_latest_materialization_event(dg.AssetKey("queued_positions"))
+    assert latest.run_id == run_id and latest.asset_materialization.partition == keys[-1]
