@@ -32,7 +32,7 @@ from v6_positions.simulator import SimulatorThread, load_book  # noqa: E402
 LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "local" / "dagster.yaml"
 
 
-def soak(seed: int, churn_s: float, quiet_timeout_s: float) -> list[tuple[str, str]]:
+def soak(seed: int, churn_s: float, quiet_timeout_s: float, reconcile_every: int) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         home, lake = Path(tmp) / "dagster_home", Path(tmp) / "lake"
         home.mkdir()
@@ -44,7 +44,8 @@ def soak(seed: int, churn_s: float, quiet_timeout_s: float) -> list[tuple[str, s
             SimulatorThread(load_book("demo"), portfolio_interval=2.0) as sim,
         ):
             started = time.perf_counter()
-            report = SoakDriver(sim, instance, str(lake), seed=seed).run(churn_s, quiet_timeout_s)
+            driver = SoakDriver(sim, instance, str(lake), seed=seed)
+            report = driver.run(churn_s, quiet_timeout_s, reconcile_every=reconcile_every)
             wall = time.perf_counter() - started
     final = report.final
     assert final is not None
@@ -78,6 +79,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--seeds", default="7")
     parser.add_argument("--quiet-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--no-reconcile", action="store_true",
+        help="no scheduled reconciliation: does the pipeline alone keep the book true?",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
@@ -86,8 +91,9 @@ def main() -> int:
     os.environ.update(EVENT_BATCH_ENV)  # what `v6-positions demo` sets for its run workers
     equal = True
     for seed in (int(s) for s in args.seeds.split(",")):
-        print(f"== soak seed {seed}: {args.minutes:g} min of churn ==")
-        for name, value in soak(seed, args.minutes * 60, args.quiet_timeout):
+        reconcile = "no scheduled reconciliation" if args.no_reconcile else "reconciliation every 4th tick"
+        print(f"== soak seed {seed}: {args.minutes:g} min of churn, {reconcile} ==")
+        for name, value in soak(seed, args.minutes * 60, args.quiet_timeout, 0 if args.no_reconcile else 4):
             print(f"{name:<38} {value}")
             equal &= not (name in ("missing", "wrong size", "closed shown open") and value != "0")
     return 0 if equal else 1

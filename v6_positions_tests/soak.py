@@ -280,11 +280,14 @@ class SoakDriver:
         self.supervise()
         self.partitions()
         self.batch()
-        if n % reconcile_every == reconcile_every - 1:
+        if reconcile_every and n % reconcile_every == reconcile_every - 1:
             self.reconcile()
 
     # -- the soak ----------------------------------------------------------------------------------------
     def run(self, churn_s: float, quiet_timeout_s: float, reconcile_every: int = 4) -> SoakReport:
+        """Churn for `churn_s`, then tick until the book equals the gateway (at most `quiet_timeout_s`);
+        the scheduled reconciliation runs every `reconcile_every` ticks (0: never, to see the pipeline on
+        its own: the stream's reconciliation at connect still runs)."""
         legs = register_demo_legs(self.lake_root, book=self.sim.book)
         self.sim.hold_lines(self.bot_lines)  # the bot's lines: fewer granted than active legs
         self.supervise()  # no stream run yet: the supervisor requests one, the "launcher" starts it

@@ -12,6 +12,7 @@ from v6_positions.defs.cleanup import cleanup_queue
 from v6_positions.defs.partitions import DEFER_EVENTS_TAG, queued_contracts
 from v6_positions.defs.reconciliation import book_matches_ib
 from v6_positions.defs.resources import LakeResource
+from v6_positions.defs.risk_assets import risk_refresh
 from v6_positions.lake.maintenance import maintain
 
 BATCH_JOB_NAME = "queued_positions_batch_job"
@@ -21,7 +22,8 @@ BATCH_JOB_NAME = "queued_positions_batch_job"
 batch_job = dg.define_asset_job(
     BATCH_JOB_NAME,
     # Reconciliation talks to IB and repairs: it runs on its own schedule, not with every batch.
-    selection=dg.AssetSelection.assets(queued_positions, positions) - dg.AssetSelection.checks(book_matches_ib),
+    selection=dg.AssetSelection.assets(queued_positions, positions)
+    - dg.AssetSelection.checks(book_matches_ib),
     partitions_def=queued_contracts,
     executor_def=dg.in_process_executor,
     # The assets report per partition what was committed or failed; Dagster's own per-key events would
@@ -32,8 +34,11 @@ batch_job = dg.define_asset_job(
 
 health_check_job = dg.define_asset_job(
     "position_health_checks",
-    # Reconciliation talks to IB and repairs: it runs in its own job on its own schedule.
-    selection=dg.AssetSelection.all_asset_checks() - dg.AssetSelection.checks(book_matches_ib),
+    # Reconciliation talks to IB and repairs: it runs in its own job on its own schedule. The risk checks
+    # run with every risk refresh (risk_schedules.risk_job), on the snapshot that refresh just wrote.
+    selection=dg.AssetSelection.all_asset_checks()
+    - dg.AssetSelection.checks(book_matches_ib)
+    - dg.AssetSelection.checks_for_assets(risk_refresh),
     executor_def=dg.in_process_executor,
     description="Line budget, stream freshness, queue backlog and registry legs without a position.",
 )

@@ -44,6 +44,11 @@ def test_lineage_is_the_design_picture():
         "position_queue": set(),
         "queued_positions": {"position_queue"},
         "positions": {"streamed_positions", "queued_positions"},
+        "strategy_risk": {"positions", "strategy_registry"},
+        # the closes of underlyings nothing else prices: the model greeks of their queued options
+        "underlying_closes": {"positions"},
+        "underlying_risk": {"positions", "underlying_closes"},
+        "book_eod": {"positions", "strategy_registry"},
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
@@ -53,6 +58,10 @@ def test_lineage_is_the_design_picture():
         "queue_backlog_age",
         "registry_legs_held",
         "registry_rows_valid",
+        "book_matches_ib",
+        "strategy_legs_held_and_fresh",
+        "risk_coverage",
+        "strategy_risk_limits",
     }
 
 
@@ -61,3 +70,10 @@ def test_the_supervisor_and_the_schedules_are_on_by_default():
     batch = defs.resolve_schedule_def("queued_positions_batch")
     assert batch.cron_schedule == "* * * * *"
     assert batch.default_status == dg.DefaultScheduleStatus.RUNNING
+    risk = defs.resolve_schedule_def("risk_refresh_every_minute")
+    assert (risk.cron_schedule, risk.default_status) == ("* * * * *", dg.DefaultScheduleStatus.RUNNING)
+    reconcile = defs.resolve_schedule_def("book_reconciliation_schedule")
+    running = dg.DefaultScheduleStatus.RUNNING
+    assert (reconcile.cron_schedule, reconcile.default_status) == ("*/5 * * * *", running)
+    eod = defs.resolve_schedule_def("book_eod_at_close")
+    assert (eod.cron_schedule, eod.execution_timezone) == ("20 16 * * 1-5", "America/New_York")

@@ -56,9 +56,10 @@ def test_every_run_setting_survives_the_trip_through_the_resources(tmp_path: Pat
         "stream_buffer_cap": 500,
         "rotation_lines": 3,
         "valuation_interval_s": 15.0,
+        "risk_free_rate": 0.05,
     }
-    # batch_cron shapes the schedule where the code location loads; it is not a run's setting.
-    run_fields = {f.name for f in dataclasses.fields(Settings)} - {"batch_cron"}
+    # The crons shape schedules where the code location loads; they are not a run's settings.
+    run_fields = {f.name for f in dataclasses.fields(Settings)} - {"batch_cron", "reconcile_cron"}
     assert set(changed) == run_fields, "a new setting: add it to the resources and to this test"
     explicit = dataclasses.replace(defaults, **changed)
     assert all(getattr(explicit, name) != getattr(defaults, name) for name in changed)
