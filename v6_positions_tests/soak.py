@@ -259,8 +259,13 @@ class SoakDriver:
         ) as context:
             data = schedule.evaluate_tick(context)
         for request in data.run_requests or []:
+            # Every third run fetches from IB instead of using the stream's payloads, as a batch does
+            # whenever the stream is judged down (or a user asks for it): its rows carry the fetch's time,
+            # newer than the payloads the stream queues next. Closes must still win over them.
+            fetch = "always" if self.report.batch_runs % 3 == 2 else "auto"
+            config = {**_QUIET, "ops": {"queued_positions": {"config": {"zero_line_fetch": fetch}}}}
             result = self.defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(
-                instance=self.instance, tags=request.tags, raise_on_error=False, run_config=_QUIET
+                instance=self.instance, tags=request.tags, raise_on_error=False, run_config=config
             )
             self.report.batch_runs += 1
             self.report.batch_failures += not result.success
