@@ -16,8 +16,8 @@ throwaway server), on real Delta tables in a temp dir and a temporary Dagster in
                 produce; the Dagster event log gets `--dagster-batches` real batch runs spread over the day.
   end of day    the same measurements, after one more push and the real stream again.
 
-Prints both moments side by side and a final line per storage: `flat: batch x.xx, sensor x.xx, read x.xx`
-(end / start). Goal: <= 1.2.
+Prints both moments side by side and a final line per storage: `flat: batch x.xx, sensor x.xx, read x.xx,
+risk x.xx` (end / start; risk = one strategy/underlying risk refresh). Goal: <= 1.2.
 
 Run: .venv/bin/python benchmarks/day_bench.py [--storages sqlite,postgres] [--contracts 10000] [--hours 6.5]
 """
@@ -54,6 +54,7 @@ from v6_positions.lake.positions import read_positions
 from v6_positions.lake.rows import POSITION_ROW_COLUMNS
 from v6_positions.lake.schemas import spec_for
 from v6_positions.lake.tables import conform, ensure_table
+from v6_positions.risk.refresh import refresh_risk
 from v6_positions.simulator import SimulatorThread
 from v6_positions.simulator.demo_books import generated_book
 
@@ -79,6 +80,7 @@ class Moment:
     sensor_quiet_s: float = 0.0  # tick with nothing new
     schedule_s: float = 0.0
     read_ms: float = 0.0
+    risk_s: float = 0.0  # one risk refresh (strategy_risk + underlying_risk), what the every-minute job runs
     book_rows: int = 0
     streamed_rows: int = 0
     queued_rows: int = 0
@@ -237,6 +239,7 @@ def measure(day: Day, at: datetime) -> Moment:
         book, seconds = timed(lambda: read_positions(day.lake))
         reads.append(seconds)
     moment.read_ms = statistics.median(reads) * 1000
+    moment.risk_s = statistics.median(timed(lambda: refresh_risk(day.lake, 300.0))[1] for _ in range(SAMPLES))
     moment.book_rows = book.height
     moment.streamed_rows = _rows(day.lake, "streamed_positions")
     moment.queued_rows = _rows(day.lake, "queued_positions")
@@ -327,6 +330,7 @@ ROWS = (
     ("schedule tick s", lambda m: f"{m.schedule_s:.3f}"),
     ("positions read ms (median of 15)", lambda m: f"{m.read_ms:.1f}"),
     ("positions rows", lambda m: f"{m.book_rows:,}"),
+    ("risk refresh s (median of 3)", lambda m: f"{m.risk_s:.3f}"),
     ("streamed_positions rows", lambda m: f"{m.streamed_rows:,}"),
     ("queued_positions rows", lambda m: f"{m.queued_rows:,}"),
     ("Dagster event-log rows (batch runs)", lambda m: f"{m.event_rows:,}"),
@@ -353,8 +357,8 @@ def report(
         name = "lake work of a batch s (day's 1st/last)"
         lines.append(f"{name:44} {first:>14.2f} {last:>14.2f}")
     batch, sensor = _ratio(start.batch_s, end.batch_s), _ratio(start.sensor_s, end.sensor_s)
-    read = _ratio(start.read_ms, end.read_ms)
-    lines.append(f"flat: batch {batch:.2f}, sensor {sensor:.2f}, read {read:.2f}")
+    read, risk = _ratio(start.read_ms, end.read_ms), _ratio(start.risk_s, end.risk_s)
+    lines.append(f"flat: batch {batch:.2f}, sensor {sensor:.2f}, read {read:.2f}, risk {risk:.2f}")
     return "\n".join(lines)
 
 

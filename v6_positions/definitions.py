@@ -17,6 +17,7 @@ from v6_positions.defs import (
     schedules,
     sensors,
     stream,
+    underlying_closes,
 )
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision, resources_from_settings
 
@@ -34,6 +35,7 @@ def build_definitions(
             assets.position_queue,
             assets.queued_positions,
             assets.positions,
+            underlying_closes.underlying_closes,
             risk_assets.risk_refresh,
             risk_assets.book_eod,
         ],

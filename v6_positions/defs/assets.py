@@ -24,6 +24,7 @@ from v6_positions.defs.partitions import (
     report_materialized,
 )
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
+from v6_positions.ib.position_list import AccountNotManaged
 from v6_positions.lake.history import PositionRow
 from v6_positions.lake.positions import read_positions
 
@@ -95,9 +96,12 @@ def queued_positions(
     stream = live_stream_run(context.instance, ib.gateway, stale_after_s=supervision.stale_after_s)
     fetch = config.zero_line_fetch == "always" or (config.zero_line_fetch == "auto" and stream is None)
     settings = settings_of(lake, ib)
-    outcome = refresh_contracts(
-        settings, keys, fetch=fetch, batch_client_id=ib.batch_client_id, log=context.log
-    )
+    try:
+        outcome = refresh_contracts(
+            settings, keys, fetch=fetch, batch_client_id=ib.batch_client_id, log=context.log
+        )
+    except AccountNotManaged as exc:  # nothing written, nothing marked: the rows wait for a fixed setting
+        raise dg.Failure(description=f"batch stopped, nothing written: {exc}") from exc
     summary = {
         "partitions": len(keys),
         "due": outcome.due,

@@ -69,8 +69,16 @@ def holding_from_position(position: Position) -> Holding:
     )
 
 
-def apply_pnl(holding: Holding, value: object, unrealized: object, realized: object, now: datetime) -> bool:
-    """Refresh a holding's payload from a reqPnLSingle answer (IB's market value and P&L of the position).
+def apply_pnl(
+    holding: Holding,
+    value: object,
+    unrealized: object,
+    realized: object,
+    now: datetime,
+    daily: object = None,
+) -> bool:
+    """Refresh a holding's payload from a reqPnLSingle answer (IB's market value and P&L of the position;
+    `daily`: its dailyPnL).
 
     Returns False, leaving the payload as it was, when IB sent no usable value (sentinel, NaN)."""
     market_value = clean_number(value)
@@ -82,5 +90,6 @@ def apply_pnl(holding: Holding, value: object, unrealized: object, realized: obj
     holding.market_price = abs(market_value / scale) if scale else None
     holding.unrealized_pnl = clean_number(unrealized)
     holding.realized_pnl = clean_number(realized)
+    holding.daily_pnl = clean_number(daily)
     holding.payload_time = now
     return True

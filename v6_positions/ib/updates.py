@@ -41,6 +41,9 @@ def row_from_ticker(ticker: Ticker, holding: Holding, now: datetime | None = Non
         underlying_price=greeks.underlying_price,
         source="stream",
         event_time=now or _tick_time(ticker),
+        multiplier=holding.multiplier,
+        prior_close=close,
+        daily_pnl=_daily_pnl(price, close, holding),
     )
 
 
@@ -58,6 +61,8 @@ def row_from_holding(
         unrealized_pnl=holding.unrealized_pnl,
         source=source,
         event_time=now or datetime.now(UTC),
+        multiplier=holding.multiplier,
+        daily_pnl=holding.daily_pnl,
     )
 
 
@@ -69,6 +74,14 @@ def _valuation(price: float | None, holding: Holding) -> tuple[float | None, flo
     if holding.average_cost is None:
         return market_value, None
     return market_value, market_value - holding.average_cost * holding.position
+
+
+def _daily_pnl(price: float | None, prior_close: float | None, holding: Holding) -> float | None:
+    """Today's P&L of a streamed position from IB's close tick: (price - prior close) x position x
+    multiplier (what IB's dailyPnL is for a position held since before today's open)."""
+    if price is None or prior_close is None:
+        return None
+    return (price - prior_close) * holding.position * holding.multiplier
 
 
 def _tick_time(ticker: Ticker) -> datetime:

@@ -43,6 +43,7 @@ class Market:
         self._rngs: dict[str, random.Random] = {}
         self._prices: dict[str, float] = {}
         self._opening: dict[str, float] = {}
+        self._range: dict[str, tuple[float, float]] = {}  # the day's (low, high) of each underlying
         self._volume: dict[int, float] = {}
         self._cache: dict[int, Quote] = {}
         self._years: dict[str, float] = {}
@@ -54,18 +55,27 @@ class Market:
         self._rngs[und.symbol] = random.Random(f"{self._seed}:{und.symbol}")
         self._prices[und.symbol] = und.price
         self._opening[und.symbol] = und.price
+        self._range[und.symbol] = (und.price, und.price)
 
     def price(self, symbol: str) -> float:
         if symbol not in self._prices:
             self._add_underlying(self._book.underlyings[symbol])
         return self._prices[symbol]
 
+    def day_bar(self, symbol: str) -> tuple[float, float, float, float]:
+        """(open, high, low, close) of the underlying since the market started: its only day of history."""
+        close = self.price(symbol)
+        low, high = self._range[symbol]
+        return self._opening[symbol], high, low, close
+
     def step(self) -> None:
         """Advance every underlying by one geometric Brownian step."""
         for symbol, rng in self._rngs.items():
             vol = self._book.underlyings[symbol].volatility
             shock = rng.gauss(0.0, 1.0) * vol * math.sqrt(_STEP_YEARS) - 0.5 * vol * vol * _STEP_YEARS
-            self._prices[symbol] *= math.exp(shock)
+            price = self._prices[symbol] = self._prices[symbol] * math.exp(shock)
+            low, high = self._range[symbol]
+            self._range[symbol] = (min(low, price), max(high, price))
         self.steps += 1
         self._cache.clear()
 

@@ -23,6 +23,8 @@ class In(IntEnum):
     REQ_EXECUTIONS = 7
     REQ_IDS = 8
     REQ_CONTRACT_DATA = 9
+    REQ_HISTORICAL_DATA = 20
+    CANCEL_HISTORICAL_DATA = 25
     REQ_AUTO_OPEN_ORDERS = 15
     REQ_ALL_OPEN_ORDERS = 16
     REQ_MANAGED_ACCTS = 17
@@ -60,6 +62,7 @@ class Out(IntEnum):
     NEXT_VALID_ID = 9
     CONTRACT_DATA = 10
     MANAGED_ACCTS = 15
+    HISTORICAL_DATA = 17
     TICK_OPTION_COMPUTATION = 21
     CURRENT_TIME = 49
     CONTRACT_DATA_END = 52
@@ -101,6 +104,7 @@ class Tick(IntEnum):
 ERROR_TEXTS: dict[int, str] = {
     100: "Max rate of messages per second has been exceeded.",
     101: "Max number of tickers has been reached.",
+    162: "Historical Market Data Service error message:",
     200: "No security definition has been found for the request",
     320: "Server error when reading an API client request.",
     321: "Error validating request.",
@@ -289,6 +293,13 @@ def pnl_single(
 
 def pnl(req_id: int, daily_pnl: float, unrealized_pnl: float, realized_pnl: float) -> Fields:
     return [Out.PNL, req_id, daily_pnl, unrealized_pnl, realized_pnl]
+
+
+def historical_data(req_id: int, start: str, end: str, bars: list[tuple[object, ...]]) -> Fields:
+    """Bars as (date, open, high, low, close, volume, wap, barCount). Below server version 196 the start and
+    end of the period ride in this message (no historicalDataEnd 108) and no version field is sent (>= 124);
+    IB's own decoder reads volume and wap as Decimal, ib_async as float: plain decimal text suits both."""
+    return [Out.HISTORICAL_DATA, req_id, start, end, len(bars), *(field for bar in bars for field in bar)]
 
 
 def contract_data_end(req_id: int) -> Fields:

@@ -24,6 +24,7 @@ from v6_positions.simulator.clients import MAX_CLIENTS, ClientRegistry
 from v6_positions.simulator.details import ContractDetails
 from v6_positions.simulator.dispatch import RequestDispatcher
 from v6_positions.simulator.feed import NO_LATENCY, MarketDataFeed
+from v6_positions.simulator.historical import HistoricalData
 from v6_positions.simulator.lines import LineCount
 from v6_positions.simulator.market import Market
 from v6_positions.simulator.session import ClientSession
@@ -81,6 +82,7 @@ class GatewaySimulator:
         self.valuation = Valuation(book, self.market, self.counters)
         self.accounts = AccountUpdates(book, self.clients, self.valuation, self.counters)
         self.changes = BookChanges(book, self.market, self.accounts)
+        self.historical = HistoricalData(book, self.market)
         self.dispatcher = RequestDispatcher(
             self.counters,
             book.accounts,
@@ -88,6 +90,7 @@ class GatewaySimulator:
             self.accounts.handlers(),
             self.valuation.handlers(),
             ContractDetails(book).handlers(),
+            self.historical.handlers(),
         )
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -285,6 +288,7 @@ class GatewaySimulator:
     # ---- stats --------------------------------------------------------------------------------------------
     def reset_stats(self) -> None:
         self.counters.reset(self.lines.in_use())
+        self.historical.reset()
         for session in self.clients.sessions:
             session.reset_counts()
 
@@ -296,6 +300,7 @@ class GatewaySimulator:
             **self.clients.stats(self.accounts.holder),
             **self.accounts.stats(),
             **self.feed.stats(),
+            **self.historical.stats(),
             "accepting": self.accepting,
             "port": self.port,
             "pacing_limit": self.pacing_limit,

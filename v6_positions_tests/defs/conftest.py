@@ -26,6 +26,10 @@ BOTH_STORAGES: dict[str, set[str] | None] = {
     "test_defs_schedule": None,
     "test_defs_checks": None,
     "test_defs_batch": None,
+    "test_defs_risk": {
+        "test_a_strategy_with_a_closed_or_stale_leg_fails_its_check",
+        "test_book_eod_backfill_of_two_past_days_from_history",
+    },
     "test_defs_kill": {"test_killed_stream_run_is_failed_and_replaced_without_losing_rows"},
 }
 STORAGES = ("sqlite", "postgres")

@@ -95,3 +95,15 @@ mutation Launch($params: ExecutionParams!) {
   }
 }
 """
+
+LATEST_MATERIALIZATION_METADATA = """
+query Latest($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode {
+      assetMaterializations(limit: 1) {
+        metadataEntries { label ... on FloatMetadataEntry { floatValue } }
+      }
+    }
+  }
+}
+"""

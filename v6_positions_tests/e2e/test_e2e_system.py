@@ -19,6 +19,7 @@ import pytest
 from e2e_graphql import (
     ASSET_GRAPH,
     LATEST_CHECK_EXECUTIONS,
+    LATEST_MATERIALIZATION_METADATA,
     LAUNCH_RUN,
     MATERIALIZED_PARTITIONS,
     RUNS,
@@ -37,8 +38,16 @@ EXPECTED_EDGES = {
     ("streamed_positions", "positions"),
     ("position_queue", "queued_positions"),
     ("queued_positions", "positions"),
+    ("positions", "strategy_risk"),
+    ("strategy_registry", "strategy_risk"),
+    ("positions", "underlying_risk"),
+    ("positions", "underlying_closes"),
+    ("underlying_closes", "underlying_risk"),
+    ("positions", "book_eod"),
+    ("strategy_registry", "book_eod"),
 }
-ASSET_NAMES = {"strategy_registry", "streamed_positions", "position_queue", "queued_positions", "positions"}
+ASSET_NAMES = {"strategy_registry", "streamed_positions", "position_queue", "queued_positions", "positions",
+               "strategy_risk", "underlying_closes", "underlying_risk", "book_eod"}  # fmt: skip
 
 
 # The services may still be starting: a probe that raises means "not yet".
@@ -187,6 +196,26 @@ def test_checks_evaluate_and_pass(system: System) -> None:
         )["assetCheckExecutions"]
         assert executions, f"{asset}:{check} never evaluated"
         assert executions[0]["status"] == "SUCCEEDED", (asset, check, executions[0])
+
+
+def test_a_scheduled_risk_refresh_plots_strategy_and_underlying_risk(system: System) -> None:
+    def succeeded_scheduled_refresh() -> list[dict]:
+        return [
+            run
+            for run in system.runs("risk_refresh_job", ["SUCCESS"])
+            if any(tag["key"] == "dagster/schedule_name" for tag in run["tags"])
+        ]
+
+    wait_for(
+        succeeded_scheduled_refresh, 200, "a successful scheduled risk refresh", every=3, tolerate=STARTING
+    )
+    for asset in ("strategy_risk", "underlying_risk"):
+        node = system.gql(LATEST_MATERIALIZATION_METADATA, {"assetKey": {"path": [asset]}})
+        (latest,) = node["assetNodeOrError"]["assetMaterializations"]
+        plotted = {entry["label"] for entry in latest["metadataEntries"] if "floatValue" in entry}
+        assert {"total_dollar_delta", "total_theta", "total_daily_pnl"} <= plotted, (asset, plotted)
+    # The demo's three iron condors, one row each.
+    assert set(read_table(system.lake_uri, "strategy_risk")["strategy_id"].to_list()) == {1, 2, 3}
 
 
 def test_delta_tables_hold_the_simulators_book(system: System) -> None:
