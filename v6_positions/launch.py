@@ -152,10 +152,18 @@ def start_dagster(env: dict[str, str], host: str, port: int) -> ManagedProcess:
     return ManagedProcess.start("dagster", argv, env)
 
 
+# The demo's market walks at the real pace (a minute per minute). Faster, the marks of one valuation sweep
+# of the queued positions (~90 s) would describe different markets (at the simulator's default, a minute per
+# tick, a whole trading day), no one underlying price would fit them, and their model greeks would be wrong.
+DEMO_TICK_INTERVAL_S = 0.25
+DEMO_STEP_MINUTES = DEMO_TICK_INTERVAL_S / 60.0
+
+
 def start_simulator(host: str, port: int, control_port: int, book: str) -> ManagedProcess:
     argv = [
         sys.executable, "-m", "v6_positions.cli", "simulate",
         "--host", host, "--port", str(port), "--control-port", str(control_port), "--book", book,
+        "--tick-interval", str(DEMO_TICK_INTERVAL_S), "--step-minutes", str(DEMO_STEP_MINUTES),
     ]  # fmt: skip
     return ManagedProcess.start("simulator", argv, dict(os.environ, PYTHONUNBUFFERED="1"))
 

@@ -115,6 +115,7 @@ def model_greeks_metadata(counts: ModelGreeksCounts) -> dict[str, object]:
     """How the options without IB greeks fared: modelled, or why not (each reason counted)."""
     return {
         "model_greeks": counts.computed,
+        "model_greeks_at_intrinsic": counts.at_intrinsic,  # of model_greeks: marks at their floor
         "model_greeks_missing": counts.missing,
         "model_greeks_missing_by_reason": dg.MetadataValue.json(counts.missing_by_reason()),
     }

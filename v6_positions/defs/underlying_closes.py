@@ -3,8 +3,12 @@ for (no streamed leg carrying IB's underlying price, no held stock): one daily b
 reqHistoricalData (zero market-data lines) on a helper clientId, paced within IB's historical-data rules.
 
 It runs with the risk refresh (same job, upstream of `underlying_risk`) and connects to IB only when a close
-is due: each underlying's close is asked again after `REFRESH_AFTER_S`, and an unreachable gateway is tried
-again after the same time. Its state lives in its own materialization metadata, read back by the next run:
+is due: each underlying's close is asked again at every refresh (`REFRESH_AFTER_S`), because the model solves
+a queued option's implied vol from its mark and this price, and a price minutes older than the mark moves deep
+in-the-money marks below their floor and every implied vol off; an unreachable gateway is tried again after
+`GATEWAY_RETRY_AFTER_S`. The closes take at most half of IB's 60 requests per 10 minutes
+(`WINDOW_SHARE`), leaving the rest to other clients of the login; closes the pacer holds back are asked at
+a later run, the oldest first. Its state lives in its own materialization metadata, read back by the next run:
 the closes with when each was fetched, and the historical requests of the last ten minutes, from which the
 next run's pacer starts (wall-clock times), so IB's limits hold across runs and processes. A run never waits
 for the pacer: a request that may not go out now is left for a later run. `latest_closes(instance)` is what
@@ -20,12 +24,21 @@ import dagster as dg
 from v6_positions.defs.assets import OWNERS, positions
 from v6_positions.defs.resources import IBResource, LakeResource, settings_of
 from v6_positions.ib.client_ids import helper_client_ids
-from v6_positions.ib.historical import BarRequest, HistoricalPacer, HistoricalStats, fetch_closes_zero_line
+from v6_positions.ib.historical import (
+    WINDOW_MAX,
+    BarRequest,
+    HistoricalPacer,
+    HistoricalStats,
+    fetch_closes_zero_line,
+)
 from v6_positions.lake.positions import read_positions
 from v6_positions.risk.underlying_prices import symbols_without_price
 
 CLOSES_KEY = dg.AssetKey("underlying_closes")
-REFRESH_AFTER_S = 600.0  # a close older than this is asked again
+# A close older than this is asked again: at every minute's refresh (a run starts up to a few seconds late).
+REFRESH_AFTER_S = 45.0
+GATEWAY_RETRY_AFTER_S = 600.0  # an unreachable gateway is tried again after this
+WINDOW_SHARE = WINDOW_MAX // 2  # historical requests per IB window (10 minutes) the closes may use
 MAX_AGE_S = 86_400.0  # an older close is not used (a symbol no longer held, a gateway down for a day)
 # The helper clientIds after the stream's: batch N+1, reconciliation N+2, these closes N+3.
 CLIENT_ID_INDEX = 2
@@ -85,7 +98,8 @@ def latest_closes(instance: dg.DagsterInstance, now: float | None = None) -> dic
     kinds={"ib_async", "polars"},
     description="The latest close (one daily bar, reqHistoricalData, zero lines) of every underlying the "
     "book holds options on and has no streamed or stock price for: what the model greeks of its queued "
-    "options price from. Paced within IB's historical-data rules across runs; refreshed every 10 minutes.",
+    "options price from. Refreshed every minute, paced within IB's historical-data rules across runs (at "
+    "most half of IB's 60 requests per 10 minutes).",
 )
 def underlying_closes(
     context: dg.AssetExecutionContext, lake: LakeResource, ib: IBResource
@@ -95,12 +109,14 @@ def underlying_closes(
     state = ClosesState.latest(context.instance)
     wanted = symbols_without_price(read_positions(lake.root_uri, lake.storage_options))
     state.closes = {s: v for s, v in state.closes.items() if s in wanted and now - v[1] <= MAX_AGE_S}
-    due = [s for s in wanted if now - state.closes.get(s, (0.0, 0.0))[1] > REFRESH_AFTER_S]
-    gateway_resting = state.failed_at is not None and now - state.failed_at < REFRESH_AFTER_S
+    fetched_at = {s: state.closes.get(s, (0.0, 0.0))[1] for s in wanted}
+    # The oldest first: when pacing holds some back, those are the first asked at the next run.
+    due = sorted((s for s in wanted if now - fetched_at[s] > REFRESH_AFTER_S), key=lambda s: fetched_at[s])
+    gateway_resting = state.failed_at is not None and now - state.failed_at < GATEWAY_RETRY_AFTER_S
     asked: HistoricalStats | None = None
     error: str | None = None
     if due and not gateway_resting:
-        pacer = HistoricalPacer(clock=time.time)
+        pacer = HistoricalPacer(window_max=WINDOW_SHARE, clock=time.time)
         pacer.restore((t, BarRequest(s)) for t, s in state.requests)
         client_id = helper_client_ids(settings)[CLIENT_ID_INDEX]
         try:

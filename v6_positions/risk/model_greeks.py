@@ -12,13 +12,22 @@ smaller than the gap between any textbook model and IB's own (dividends, its vol
 European price reaches (a deep American put worth more than the discounted strike) is left null and
 counted, never forced.
 
+At intrinsic value: deep in the money an option's time value is a few cents or less, and a mark and an
+underlying price taken moments apart (IB's valuation of the position, a stock price or bar of another
+instant) can put the mark a little below the floor (the intrinsic value of the forward). Such a mark is read
+as all intrinsic value, not as missing: the greeks are the zero-vol limit (delta +-1 per share for stock
+options, no gamma or vega, the carry's theta), `implied_vol` null, counted under `at_intrinsic`. Only when
+the mark lies within `INTRINSIC_TOLERANCE` of the underlying's price below the floor, and the option is in
+the money by more than that (so the same move cannot make it at or out of the money, where delta is not
++-1); a mark further below says the inputs disagree, and stays null (`outside_bounds`).
+
 Units are IB's (see ib/values.py): delta per share, gamma per 1.00 of the underlying, vega per volatility
 point, theta per calendar day, implied vol as a fraction. Time to expiry runs from `now` to 16:00 New York
 time on the expiry date (when US equity options stop trading), in years of 365 days.
 
 Nothing is invented: a row without a mark or an underlying price, past its expiry, with a mark outside the
-no-arbitrage bounds, or whose vol lies outside [MIN_VOL, MAX_VOL] gets null greeks and a null
-`greeks_source`, and is counted under its reason (`ModelGreeksCounts`).
+no-arbitrage bounds (beyond the tolerance above), or whose vol lies outside [MIN_VOL, MAX_VOL] gets null
+greeks and a null `greeks_source`, and is counted under its reason (`ModelGreeksCounts`).
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ EXPIRY_CLOSE = time(16, 0)
 EXPIRY_TIME_ZONE = "America/New_York"
 FUTURES_OPTION_SEC_TYPES = frozenset({"FOP"})  # priced on the futures price: Black-76 (no carry)
 GREEK_COLUMNS = ("implied_vol", "delta", "gamma", "vega", "theta")
+# How far below its floor a mark may lie and still be read as at intrinsic value, as a share of the
+# underlying's price: 0.5 %, a few minutes' move of a volatile stock (TSLA's 55 % a year is ~0.25 % in two
+# minutes), far beyond any rounding of IB's values, far below the time value of an option near the money.
+INTRINSIC_TOLERANCE = 0.005
 _SECONDS_PER_YEAR = 365.0 * 86400.0
 _SOLVER_ITERATIONS = 100
 _PRICE_TOLERANCE = 1e-10  # of the strike: far below a cent for any strike
@@ -48,7 +61,8 @@ _RIGHTS = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}
 
 @dataclass(slots=True)
 class ModelGreeksCounts:
-    """Rows by outcome: `computed`, not an option, or the first reason an option got no model greeks."""
+    """Rows by outcome: `computed`, not an option, or the first reason an option got no model greeks.
+    `at_intrinsic` is the part of `computed` whose mark was at (or within the tolerance below) its floor."""
 
     computed: int = 0
     not_option: int = 0
@@ -59,6 +73,7 @@ class ModelGreeksCounts:
     no_underlying: int = 0  # underlying_price missing or not > 0
     outside_bounds: int = 0  # mark at or beyond the no-arbitrage bounds (at/below intrinsic, above the max)
     no_solution: int = 0  # implied vol outside [MIN_VOL, MAX_VOL]
+    at_intrinsic: int = 0  # of `computed`: greeks of the zero-vol limit (mark at or just below its floor)
 
     @property
     def missing(self) -> int:
@@ -67,14 +82,14 @@ class ModelGreeksCounts:
 
     @property
     def options(self) -> int:
-        return sum(dataclasses.astuple(self)) - self.not_option
+        return sum(dataclasses.astuple(self)) - self.not_option - self.at_intrinsic
 
     def as_dict(self) -> dict[str, int]:
         return {**dataclasses.asdict(self), "missing": self.missing}
 
     def missing_by_reason(self) -> dict[str, int]:
         """Why options got no model greeks: reason -> options (reasons with none left out)."""
-        skip = ("computed", "not_option")
+        skip = ("computed", "not_option", "at_intrinsic")
         return {name: n for name, n in dataclasses.asdict(self).items() if n and name not in skip}
 
 
@@ -87,7 +102,7 @@ class ModelGreeks:
 # Outcome codes, in the order reasons are judged (the first that applies is counted).
 _COMPUTED, _NOT_OPTION, _BAD_CONTRACT, _NO_EXPIRY, _EXPIRED, _NO_MARK, _NO_UNDERLYING = range(7)
 _OUTSIDE_BOUNDS, _NO_SOLUTION = 7, 8
-_OUTCOME_NAMES = [f.name for f in dataclasses.fields(ModelGreeksCounts)]
+_OUTCOME_NAMES = [f.name for f in dataclasses.fields(ModelGreeksCounts)][: _NO_SOLUTION + 1]
 
 
 # ---- the normal distribution ------------------------------------------------------------------------------
@@ -283,6 +298,8 @@ def model_greeks(frame: pl.DataFrame, *, now: datetime, rate: float = DEFAULT_RA
     carry = np.where(inputs["is_futures_option"].to_numpy(), 0.0, rate)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         lower, upper = price_bounds(spot, strike, years, is_call, rate, carry)
+        tolerance = INTRINSIC_TOLERANCE * spot
+        at_floor = (lower > tolerance) & (mark <= lower) & (mark >= lower - tolerance)
         outcome = np.select(
             [
                 ~is_option,
@@ -291,20 +308,23 @@ def model_greeks(frame: pl.DataFrame, *, now: datetime, rate: float = DEFAULT_RA
                 ~(years > 0),
                 ~(mark > 0),
                 ~(spot > 0),
-                ~((mark > lower) & (mark < upper)),
+                ~((mark > lower) & (mark < upper)) & ~at_floor,
             ],
             [_NOT_OPTION, _BAD_CONTRACT, _NO_EXPIRY, _EXPIRED, _NO_MARK, _NO_UNDERLYING, _OUTSIDE_BOUNDS],
             default=_COMPUTED,
         )
-        rows = np.flatnonzero(outcome == _COMPUTED)
+        at_intrinsic = (outcome == _COMPUTED) & at_floor
+        solve = np.flatnonzero((outcome == _COMPUTED) & ~at_floor)
         vol = np.full(len(frame), np.nan)
-        vol[rows] = implied_vol(
-            mark[rows], spot[rows], strike[rows], years[rows], is_call[rows], rate, carry[rows]
+        vol[solve] = implied_vol(
+            mark[solve], spot[solve], strike[solve], years[solve], is_call[solve], rate, carry[solve]
         )
-        outcome[rows[np.isnan(vol[rows])]] = _NO_SOLUTION
+        outcome[solve[np.isnan(vol[solve])]] = _NO_SOLUTION
         rows = np.flatnonzero(outcome == _COMPUTED)
+        # At intrinsic value the greeks are the zero-vol limit: priced at MIN_VOL, reported without a vol.
+        vol_used = np.where(at_intrinsic, MIN_VOL, vol)
         values = option_values(
-            spot[rows], strike[rows], years[rows], vol[rows], is_call[rows], rate, carry[rows]
+            spot[rows], strike[rows], years[rows], vol_used[rows], is_call[rows], rate, carry[rows]
         )
     columns = {
         "implied_vol": vol[rows],
@@ -321,7 +341,8 @@ def model_greeks(frame: pl.DataFrame, *, now: datetime, rate: float = DEFAULT_RA
     computed = pl.Series(outcome == _COMPUTED, dtype=pl.Boolean)
     out.append(pl.when(computed).then(pl.lit("model", pl.String)).otherwise(None).alias("greeks_source"))
     counts = ModelGreeksCounts(
-        **dict(zip(_OUTCOME_NAMES, np.bincount(outcome, minlength=9).tolist(), strict=True))
+        **dict(zip(_OUTCOME_NAMES, np.bincount(outcome, minlength=9).tolist(), strict=True)),
+        at_intrinsic=int(at_intrinsic.sum()),
     )
     return ModelGreeks(frame.with_columns(out), counts)
 

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tick-interval", type=float, default=0.25, help="seconds between ticks (default 0.25)"
     )
+    parser.add_argument(
+        "--step-minutes",
+        type=float,
+        default=1.0,
+        help="market minutes each tick walks (default 1: a trading day in ~98 s at 0.25 s ticks; "
+        "tick interval / 60 walks at the real market's pace)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random-walk seed (default 0)")
     parser.add_argument(
         "--client-id-linger",
@@ -73,8 +80,10 @@ def _latency(text: str) -> tuple[float, float]:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    if args.max_lines < 0 or args.portfolio_interval <= 0 or args.tick_interval <= 0:
-        raise ValueError("--max-lines must be >= 0, --portfolio-interval and --tick-interval > 0")
+    if args.max_lines < 0 or min(args.portfolio_interval, args.tick_interval, args.step_minutes) <= 0:
+        raise ValueError(
+            "--max-lines must be >= 0; --portfolio-interval, --tick-interval, --step-minutes > 0"
+        )
     if args.client_id_linger < 0:
         raise ValueError(f"--client-id-linger must be >= 0, got {args.client_id_linger}")
     try:
@@ -97,6 +106,7 @@ async def _serve(args: argparse.Namespace, book: Book) -> int:
         portfolio_interval=args.portfolio_interval,
         seed=args.seed,
         tick_interval=args.tick_interval,
+        step_minutes=args.step_minutes,
         client_id_linger=args.client_id_linger,
         quote_latency=args.quote_latency,
     )

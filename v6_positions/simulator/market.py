@@ -10,8 +10,8 @@ from v6_positions.contracts import is_option
 from v6_positions.simulator.book import Book, BookContract, Underlying
 from v6_positions.simulator.pricing import OptionQuote, black_scholes, years_to_expiry
 
-# One walk step is one minute of a 390-minute trading day: visible moves, no blow-ups.
-_STEP_YEARS = 1.0 / (252 * 390)
+# By default one walk step is one minute of a 390-minute trading day: visible moves, no blow-ups.
+_MINUTE_YEARS = 1.0 / (252 * 390)
 NO_BID = -1.0  # IB's "no price" on the bid side
 
 
@@ -37,9 +37,12 @@ def _round_tick(price: float) -> float:
 class Market:
     """Deterministic for a given (book, seed): the n-th step always yields the same prices."""
 
-    def __init__(self, book: Book, seed: int = 0) -> None:
+    def __init__(self, book: Book, seed: int = 0, step_minutes: float = 1.0) -> None:
+        if not step_minutes > 0:
+            raise ValueError(f"step_minutes={step_minutes!r}: the market minutes of a step must be > 0")
         self._book = book
         self._seed = seed
+        self._step_years = step_minutes * _MINUTE_YEARS
         self._rngs: dict[str, random.Random] = {}
         self._prices: dict[str, float] = {}
         self._opening: dict[str, float] = {}
@@ -72,7 +75,8 @@ class Market:
         """Advance every underlying by one geometric Brownian step."""
         for symbol, rng in self._rngs.items():
             vol = self._book.underlyings[symbol].volatility
-            shock = rng.gauss(0.0, 1.0) * vol * math.sqrt(_STEP_YEARS) - 0.5 * vol * vol * _STEP_YEARS
+            step = self._step_years
+            shock = rng.gauss(0.0, 1.0) * vol * math.sqrt(step) - 0.5 * vol * vol * step
             price = self._prices[symbol] = self._prices[symbol] * math.exp(shock)
             low, high = self._range[symbol]
             self._range[symbol] = (min(low, price), max(high, price))

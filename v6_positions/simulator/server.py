@@ -51,6 +51,7 @@ class GatewaySimulator:
         portfolio_interval: float = 180.0,
         seed: int = 0,
         tick_interval: float = 0.25,
+        step_minutes: float = 1.0,  # market minutes each tick walks (1: a trading day in ~98 s of 0.25 s)
         snapshot_delay: float = 0.2,
         max_clients: int = MAX_CLIENTS,
         pacing_limit: int = PACING_LIMIT,
@@ -66,7 +67,7 @@ class GatewaySimulator:
         self.pacing_limit = pacing_limit
         self.pacing_disconnect_after = pacing_disconnect_after
         self.counters = SimStats()
-        self.market = Market(book, seed)
+        self.market = Market(book, seed, step_minutes)
         self.clients = ClientRegistry(self.counters, max_clients, client_id_linger)
         self.lines = LineCount(self.clients, self.counters, max_lines)
         self.feed = MarketDataFeed(

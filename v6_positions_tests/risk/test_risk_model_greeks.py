@@ -27,6 +27,7 @@ from polling import wait_until
 
 from v6_positions.ib.values import merge_greeks, price_with_source
 from v6_positions.risk.model_greeks import (
+    INTRINSIC_TOLERANCE,
     ModelGreeksCounts,
     implied_vol,
     model_greeks,
@@ -152,6 +153,37 @@ def test_missing_inputs_give_null_never_a_number_and_are_counted() -> None:
     assert result.counts.missing == 10 and result.counts.options == 11
     backwards = model_greeks(book.reverse(), now=NOW).frame  # a null first must not change the column type
     assert backwards["greeks_source"].to_list() == [None] * 11 + ["model"]
+
+
+def test_a_mark_just_below_its_floor_is_intrinsic_value_within_the_stated_tolerance() -> None:
+    # A deep in-the-money mark and a spot of moments apart: the mark a little under the forward's intrinsic
+    # value is read as all intrinsic value (the zero-vol limit), never a solved vol; further under, or on an
+    # option barely in the money, it stays null.
+    spot, expiry, rate = 100.0, "20261218", 0.05
+    years = pl.select(years_to_expiry(pl.lit(expiry), NOW)).item()
+    pv = math.exp(-rate * years)
+    call_floor, put_floor = spot - 80.0 * pv, 120.0 * pv - spot
+    tolerance = INTRINSIC_TOLERANCE * spot  # 0.50
+    book = _book(
+        [
+            {"strike": 80.0, "market_price": call_floor - 0.10},
+            {"right": "P", "strike": 120.0, "market_price": put_floor - 0.45},
+            {"strike": 80.0, "market_price": call_floor},
+            {"strike": 80.0, "market_price": call_floor - tolerance - 0.05},  # beyond the tolerance
+            {"strike": 99.8, "market_price": 0.05},  # in the money by less than the tolerance
+        ]
+    ).with_columns(expiry=pl.lit(expiry), underlying_price=pl.lit(spot))
+    result = model_greeks(book, now=NOW, rate=rate)
+    frame = result.frame
+    assert frame["greeks_source"].to_list() == ["model", "model", "model", None, None]
+    assert frame["implied_vol"].to_list() == [None] * 5  # no vol was solved: nothing to report
+    assert frame["delta"].to_list()[:3] == pytest.approx([1.0, -1.0, 1.0], abs=1e-12)
+    assert frame["gamma"].to_list()[:3] == [0.0] * 3 and frame["vega"].to_list()[:3] == [0.0] * 3
+    # the zero-vol theta is the carry of the discounted strike: a day less of discounting
+    assert frame["theta"][0] == pytest.approx(-rate * 80.0 * pv / 365.0, rel=1e-9)
+    assert frame["theta"][1] == pytest.approx(rate * 120.0 * pv / 365.0, rel=1e-9)
+    assert result.counts == ModelGreeksCounts(computed=3, at_intrinsic=3, outside_bounds=2)
+    assert result.counts.missing == 2 and result.counts.missing_by_reason() == {"outside_bounds": 2}
 
 
 def test_ib_greeks_are_kept_and_labelled_and_only_the_rest_modelled() -> None:

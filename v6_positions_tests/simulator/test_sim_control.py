@@ -72,7 +72,9 @@ def test_simulate_parser_defaults_avoid_ib_ports() -> None:
     assert args.port not in (7496, 7497, 4001, 4002) and args.control_port not in (7496, 7497, 4001, 4002)
     assert args.book == "demo" and args.max_lines == 100 and args.portfolio_interval == 180.0
     assert args.handler is cli.run_simulate
-    assert args.client_id_linger == 0.0
+    assert args.client_id_linger == 0.0 and args.step_minutes == 1.0
+    with pytest.raises(ValueError, match="--step-minutes > 0"):
+        cli.run_simulate(parser.parse_args(["simulate", "--step-minutes", "0"]))
     bad = parser.parse_args(["simulate", "--client-id-linger", "-1"])
     with pytest.raises(ValueError, match="--client-id-linger must be >= 0"):
         cli.run_simulate(bad)

@@ -186,3 +186,21 @@ def test_prices_are_a_seeded_deterministic_walk_and_options_follow_the_model() -
     assert c.delta - p.delta == pytest.approx(1.0) and c.gamma == pytest.approx(p.gamma)
     quote = market.quote(call)
     assert quote.bid <= quote.greeks.price <= quote.ask and quote.greeks.implied_vol == spy.volatility
+
+
+def test_a_step_walks_the_market_minutes_asked() -> None:
+    # The same draws scaled by the step's length: a step of 0.25 s of market time (the demo's real pace)
+    # moves the price sqrt(240) times less than the default minute, drift aside.
+    book = load_book("demo")
+    minute, quarter_second = Market(book, 3), Market(book, 3, step_minutes=0.25 / 60.0)
+    start = minute.price("TSLA")
+    minute.step()
+    quarter_second.step()
+    vol = book.underlyings["TSLA"].volatility
+    years = 1.0 / (252 * 390)
+    draw = (math.log(minute.price("TSLA") / start) + 0.5 * vol * vol * years) / (vol * math.sqrt(years))
+    slow = years / 240.0
+    expected = start * math.exp(draw * vol * math.sqrt(slow) - 0.5 * vol * vol * slow)
+    assert quarter_second.price("TSLA") == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="step_minutes=0"):
+        Market(book, 3, step_minutes=0)
