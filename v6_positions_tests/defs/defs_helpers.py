@@ -5,8 +5,12 @@ Bounded polls are `polling.wait_for`; demo legs are registered with `v6_position
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
+from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
+from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.lake.tables import read_table
 
 
@@ -40,3 +44,26 @@ def apply_partitions(instance: dg.DagsterInstance, result: dg.SensorResult) -> l
 
 def streamed_conids(lake_root: str) -> set[int]:
     return set(read_table(lake_root, "streamed_positions")["conid"].unique().to_list())
+
+
+def stream_then_batch(
+    defs: dg.Definitions, instance: dg.DagsterInstance, port: int, stream_s: float = 5.0
+) -> None:
+    """What a minute of the running system does to the book: a bounded stream run, the queue sensor's
+    partitions, and the batch schedule's runs (each executed, each required to succeed)."""
+    stream = defs.resolve_job_def(STREAM_JOB_NAME).execute_in_process(
+        instance=instance,
+        run_config={"ops": {"stream_positions": {"config": {"duration_s": stream_s}}}},
+        tags={GATEWAY_TAG: f"127.0.0.1:{port}"},
+    )
+    assert stream.success
+    apply_partitions(instance, queue_tick(defs, instance))
+    schedule = defs.resolve_schedule_def("queued_positions_batch")
+    context = dg.build_schedule_context(
+        instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
+    )
+    requests = schedule.evaluate_tick(context).run_requests or []
+    assert requests, "the batch schedule found nothing to refresh"
+    for request in requests:
+        batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=request.tags)
+        assert batch.success

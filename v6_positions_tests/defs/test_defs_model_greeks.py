@@ -11,10 +11,8 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from defs_helpers import apply_partitions, queue_tick
+from defs_helpers import stream_then_batch
 
-from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
-from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.risk_schedules import RISK_JOB_NAME
 from v6_positions.lake.history import write_rows
 from v6_positions.lake.positions import read_positions
@@ -39,21 +37,7 @@ def test_queued_options_get_model_greeks_and_coverage_counts_ib_and_model(make_d
     with SimulatorThread(load_book("demo"), portfolio_interval=2.0, tick_interval=60.0) as sim:
         register_demo_legs(lake_root)
         defs = make_defs(sim.port)
-        stream = defs.resolve_job_def(STREAM_JOB_NAME).execute_in_process(
-            instance=instance,
-            run_config={"ops": {"stream_positions": {"config": {"duration_s": 5.0}}}},
-            tags={GATEWAY_TAG: f"127.0.0.1:{sim.port}"},
-        )
-        assert stream.success
-        apply_partitions(instance, queue_tick(defs, instance))
-        schedule = defs.resolve_schedule_def("queued_positions_batch")
-        (request,) = schedule.evaluate_tick(
-            dg.build_schedule_context(
-                instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-            )
-        ).run_requests
-        batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=request.tags)
-        assert batch.success
+        stream_then_batch(defs, instance, sim.port)
 
         risk = defs.resolve_job_def(RISK_JOB_NAME).execute_in_process(instance=instance, raise_on_error=True)
         book = read_positions(lake_root)
@@ -97,21 +81,7 @@ def test_queued_options_get_model_greeks_and_coverage_counts_ib_and_model(make_d
 def _refresh_once(defs: dg.Definitions, instance: dg.DagsterInstance, port: int) -> dg.ExecuteInJobResult:
     """What the demo does every minute: the stream (a few seconds of it), the queued positions' batch, the
     risk refresh."""
-    stream = defs.resolve_job_def(STREAM_JOB_NAME).execute_in_process(
-        instance=instance,
-        run_config={"ops": {"stream_positions": {"config": {"duration_s": 5.0}}}},
-        tags={GATEWAY_TAG: f"127.0.0.1:{port}"},
-    )
-    assert stream.success
-    apply_partitions(instance, queue_tick(defs, instance))
-    schedule = defs.resolve_schedule_def("queued_positions_batch")
-    for request in schedule.evaluate_tick(
-        dg.build_schedule_context(
-            instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-        )
-    ).run_requests:
-        batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=request.tags)
-        assert batch.success
+    stream_then_batch(defs, instance, port)
     return defs.resolve_job_def(RISK_JOB_NAME).execute_in_process(instance=instance, raise_on_error=True)
 
 

@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 import pytest
-from defs_helpers import apply_partitions, queue_tick
+from defs_helpers import stream_then_batch
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
-from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.risk_checks import RiskLimits, StrategyLimit
 from v6_positions.defs.risk_schedules import EOD_JOB_NAME, RISK_JOB_NAME
 from v6_positions.lake.history import write_rows
@@ -47,21 +45,7 @@ def metadata(result: dg.ExecuteInJobResult, asset: str) -> dict[str, dg.Metadata
 def test_risk_of_the_demo_book_streamed_and_batched(sim, make_defs, instance, lake_root):
     register_demo_legs(lake_root)
     defs = make_defs(sim.port)
-    stream = defs.resolve_job_def(STREAM_JOB_NAME).execute_in_process(
-        instance=instance,
-        run_config={"ops": {"stream_positions": {"config": {"duration_s": 10.0}}}},
-        tags={GATEWAY_TAG: f"127.0.0.1:{sim.port}"},
-    )
-    assert stream.success
-    apply_partitions(instance, queue_tick(defs, instance))
-    schedule = defs.resolve_schedule_def("queued_positions_batch")
-    (request,) = schedule.evaluate_tick(
-        dg.build_schedule_context(
-            instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-        )
-    ).run_requests
-    batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=request.tags)
-    assert batch.success
+    stream_then_batch(defs, instance, sim.port, stream_s=10.0)
 
     result = refresh(defs, instance)
     book = read_positions(lake_root)
