@@ -1,4 +1,5 @@
-"""Sharing the gateway with the trader's bot: this design against the previous one (commit d82c738).
+"""Sharing the gateway with the trader's bot: this design against the previous one (commit d82c738), and the
+rotating pool on (the default) and off against the line handling before the one ledger of lines (ba67afb).
 
 Both designs run the same way: `v6-positions stream` in its own process (the previous design from a copy of
 d82c738's package made with `git archive` in a temp dir, never committed; see BOOT), the current simulator in
@@ -12,8 +13,13 @@ account-updates subscription of the gateway); after a while the queued payloads'
 `position_queue` (how stale the batch queue's valuations got; a value IB re-confirms unchanged is not
 rewritten, so a few unchanging payloads keep their age by design), and the 2100s everyone received are
 counted.
+Scenario "freed lines, pool on/off": the account has 100 lines; the bot holds 95 when the stream starts with
+12 active legs; after `--bot-hold` s (25) the bot frees its lines and the stream's lines at the gateway are
+sampled every second for `--after` s (35): lines over time, seconds until it holds a line per leg, its 101s
+(total and the most in any second) and its probes per second (from its own status line).
 
 Run: .venv/bin/python benchmarks/coexistence_bench.py [--hold 15] [--reclaim-timeout 60] [--observe 40]
+     [--bot-hold 25] [--after 35] [--only pool]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from stream_bench import start_simulator as start_simulator_process  # noqa: E40
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "d82c738"
+BEFORE_LEDGER_COMMIT = "ba67afb"  # the last commit before the one ledger of lines
 STREAM_ID = 10
 BOT_ID = 70
 
@@ -75,13 +82,13 @@ def python_in(tree: Path, target: str) -> list[str]:
     return [sys.executable, "-c", BOOT, str(tree), target]
 
 
-def old_tree(tmp: Path) -> Path:
-    """d82c738's package, extracted (not checked out: the working tree is shared)."""
-    target = tmp / "old"
+def old_tree(tmp: Path, commit: str = OLD_COMMIT) -> Path:
+    """A commit's package, extracted (not checked out: the working tree is shared)."""
+    target = tmp / f"old-{commit}"
     target.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT, "v6_positions"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "v6_positions"],
                              check=True, capture_output=True).stdout
-    archive_path = tmp / "old.tar"
+    archive_path = tmp / f"old-{commit}.tar"
     archive_path.write_bytes(archive)
     with tarfile.open(archive_path) as tar:
         tar.extractall(target, filter="data")
@@ -129,13 +136,20 @@ def add_legs(tree: Path, lake: str, legs: list[tuple]) -> None:
                    env=env_for(), capture_output=True)
 
 
-def start_stream(tree: Path, port: int, lake: str, seconds: float, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*python_in(tree, "-mv6_positions.cli"), "--log-level", "ERROR", "stream", "--port", str(port),
-         "--lake-uri", lake, "--client-id", str(STREAM_ID), "--duration", str(seconds),
-         "--status-every", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_for(**env),
-    )
+def start_stream(tree: Path, port: int, lake: str, seconds: float, status_to: Path | None = None,
+                 **env: str) -> subprocess.Popen:
+    """`v6-positions stream` from `tree`; its status lines go to `status_to` when given."""
+    out = status_to.open("w") if status_to is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            [*python_in(tree, "-mv6_positions.cli"), "--log-level", "ERROR", "stream", "--port", str(port),
+             "--lake-uri", lake, "--client-id", str(STREAM_ID), "--duration", str(seconds),
+             "--status-every", "5"],
+            stdout=out, stderr=subprocess.DEVNULL, env=env_for(**env),
+        )
+    finally:
+        if status_to is not None:
+            out.close()
 
 
 def wait_for(predicate, timeout: float, sleep=time.sleep, interval: float = 0.2) -> float | None:
@@ -231,12 +245,90 @@ def account_scenario(tree: Path, tmp: Path, observe: float) -> dict[str, object]
         stop(sim)
 
 
+def last_probes(status_file: Path) -> tuple[int, int]:
+    """(won, made) from the stream's last status line (`probes=W/T`; none printed: no probe was made)."""
+    lines = [line for line in status_file.read_text().splitlines() if "probes=" in line]
+    if not lines:
+        return 0, 0
+    won, made = lines[-1].split("probes=")[1].split()[0].split("/")
+    return int(won), int(made)
+
+
+def pool_scenario(tree: Path, tmp: Path, name: str, bot_hold: float, after: float,
+                  **env: str) -> dict[str, object]:
+    """The bot holds 95 of 100 lines when the stream starts with 12 legs, then frees them."""
+    book, legs_count, bot_lines = "generated:120", 12, 95
+    options = option_conids(book)
+    legs, others = options[:legs_count], options[legs_count:legs_count + bot_lines]
+    lake = str(tmp / f"lake-pool-{name}")
+    add_legs(tree, lake, legs)
+    sim, port, control_port = start_simulator(book, 100, 180.0)
+    status_file = tmp / f"status-{name}.txt"
+    bot = IB()
+    stream = None
+    try:
+        bot.connect("127.0.0.1", port, clientId=BOT_ID, readonly=True, timeout=20)
+        for conid, *_ in others:
+            bot.reqMktData(Contract(conId=conid, exchange="SMART"))
+        if wait_for(lambda: lines_of(stats(control_port), BOT_ID) == bot_lines, 30, bot.sleep) is None:
+            raise RuntimeError(f"the bot could not take {bot_lines} lines")
+        stream = start_stream(tree, port, lake, bot_hold + after + 60, status_file, **env)
+        started = time.monotonic()
+        samples: list[tuple[float, int, int]] = []  # (seconds since the bot freed its lines, lines, 101s)
+
+        def sample(since: float) -> None:
+            s = stats(control_port)
+            samples.append((time.monotonic() - since, lines_of(s, STREAM_ID), errors_to(s, STREAM_ID, 101)))
+
+        while time.monotonic() - started < bot_hold:
+            sample(started + bot_hold)
+            bot.sleep(1.0)
+        for ticker in list(bot.tickers()):
+            bot.cancelMktData(ticker.contract)
+        freed = time.monotonic()
+        while time.monotonic() - freed < after:
+            sample(freed)
+            bot.sleep(1.0)
+        sample(freed)
+        stop(stream)
+        run_s = time.monotonic() - started
+        won, total = last_probes(status_file)
+        per_second = [b[2] - a[2] for a, b in zip(samples, samples[1:], strict=False)]
+        held = [lines for t, lines, _ in samples if t < 0]
+        after_free = [(t, lines) for t, lines, _ in samples if t >= 0]
+
+        def lines_at(at: float) -> int:  # the first sample at or after `at` s
+            return next((lines for t, lines in after_free if t >= at), after_free[-1][1])
+
+        return {
+            "held_max": max(held, default=0),
+            "lines_at": {at: lines_at(at) for at in (0, 5, 10, 20, 30, after)},
+            "all_legs_s": next((t for t, lines in after_free if lines >= legs_count), None),
+            "refused": samples[-1][2], "refused_peak": max(per_second, default=0),
+            "probes": total, "probes_won": won, "probes_per_s": total / run_s,
+            "bot_101": errors_to(stats(control_port), BOT_ID, 101),
+        }
+    finally:
+        bot.disconnect()
+        if stream is not None:
+            stop(stream)
+        stop(sim)
+
+
 def fmt(value: object) -> str:
     if value is None:
         return "never"
     if isinstance(value, float):
         return "inf" if value == float("inf") else f"{value:.1f}"
     return str(value)
+
+
+def print_table(rows: list[tuple[str, object]], results: dict[str, object]) -> None:
+    names = list(results)
+    width = max(len(label) for label, _ in rows)
+    print(f"{'':<{width}}  " + "  ".join(f"{n:>22}" for n in names))
+    for label, get in rows:
+        print(f"{label:<{width}}  " + "  ".join(f"{fmt(get(results[n])):>22}" for n in names))
 
 
 def main() -> None:
@@ -246,17 +338,39 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=15.0, help="seconds the bot holds its 90 lines")
     parser.add_argument("--reclaim-timeout", type=float, default=60.0)
     parser.add_argument("--observe", type=float, default=40.0, help="seconds the bot holds account updates")
+    parser.add_argument("--bot-hold", type=float, default=25.0, help="seconds the bot holds 95 lines (pool)")
+    parser.add_argument("--after", type=float, default=35.0, help="seconds sampled after the bot frees them")
+    parser.add_argument("--only", choices=("all", "designs", "pool"), default="all")
     args = parser.parse_args()
     asyncio.set_event_loop(asyncio.new_event_loop())
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        trees = {"previous (d82c738)": old_tree(tmp), "this design": ROOT}
-        results = {}
-        for name, tree in trees.items():
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = (lines_scenario(tree, tmp, args.hold, args.reclaim_timeout),
-                             account_scenario(tree, tmp, args.observe))
-    rows = [
+        if args.only in ("all", "designs"):
+            trees = {"previous (d82c738)": old_tree(tmp), "this design": ROOT}
+            results = {}
+            for name, tree in trees.items():
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                results[name] = (lines_scenario(tree, tmp, args.hold, args.reclaim_timeout),
+                                 account_scenario(tree, tmp, args.observe))
+            print_table(design_rows(args), results)
+        if args.only in ("all", "pool"):
+            runs = {
+                "before (ba67afb) pool on": (old_tree(tmp, BEFORE_LEDGER_COMMIT), {}),
+                "this design, pool on": (ROOT, {}),
+                "this design, pool off": (ROOT, {"V6_ROTATION_LINES": "0"}),
+            }
+            pool_results = {}
+            for index, (name, (tree, env)) in enumerate(runs.items()):
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                pool_results[name] = pool_scenario(tree, tmp, f"run{index}", args.bot_hold, args.after, **env)
+            print()
+            print(f"freed lines: 100 lines, the bot holds 95 for {args.bot_hold:.0f}s while the stream has "
+                  f"12 active legs (V6_ROTATION_LINES default 10, or 0), then frees them")
+            print_table(pool_rows(args), pool_results)
+
+
+def design_rows(args: argparse.Namespace) -> list[tuple[str, object]]:
+    return [
         ("lines held by the stream while the bot held 90/100", lambda r: r[0]["held_while_bot"]),
         (f"101s the stream got in {args.hold:.0f}s while the bot held them", lambda r: r[0]["refused_101"]),
         ("101s the bot got", lambda r: r[0]["bot_101"]),
@@ -273,11 +387,24 @@ def main() -> None:
         ("pacing violations / orders received",
          lambda r: f"{r[1]['pacing']} / {r[0]['orders'] + r[1]['orders']}"),
     ]
-    names = list(results)
-    width = max(len(label) for label, _ in rows)
-    print(f"{'':<{width}}  " + "  ".join(f"{n:>20}" for n in names))
-    for label, get in rows:
-        print(f"{label:<{width}}  " + "  ".join(f"{fmt(get(results[n])):>20}" for n in names))
+
+
+def pool_rows(args: argparse.Namespace) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
+        ("lines held by the stream while the bot held 95 (most)", lambda r: r["held_max"]),
+    ]
+    for at in (0, 5, 10, 20, 30, args.after):
+        rows.append((f"lines held {at:.0f}s after the bot freed its lines",
+                     lambda r, at=at: r["lines_at"][at]))
+    rows += [
+        ("seconds until a line per leg (12)", lambda r: r["all_legs_s"]),
+        ("101s the stream got (total)", lambda r: r["refused"]),
+        ("101s the stream got in its worst second", lambda r: r["refused_peak"]),
+        ("probes per second (whole run)", lambda r: f"{r['probes_per_s']:.2f}"),
+        ("probes won / made", lambda r: f"{r['probes_won']} / {r['probes']}"),
+        ("101s the bot got", lambda r: r["bot_101"]),
+    ]
+    return rows
 
 
 if __name__ == "__main__":

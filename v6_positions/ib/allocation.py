@@ -2,9 +2,11 @@
 
 Owns the routing outcome (queued holdings and their priorities, reports, demotions) and applies each plan
 politely: one new stream at a time, each confirmed by IB (tickReqParams, data, or silence past a timeout)
-before the next, so a full account answers one 101, never a burst. While IB caps the lines, one probe at a
-time asks for one more (`lines.py`). Legs that do not fit rotate through a pool of lines when it is on
-(`rotator.py`); the queue backs them all.
+before the next, so a full account answers one 101, never a burst. How many lines the stream may hold, and
+how they split between long-lived streams and the rotating pool, comes from the line ledger (`lines.py`),
+which every line goes through; while IB caps the lines, the split gives the one line beyond the grant (the
+probe, paced by the ledger) to one more long-lived stream. Legs that do not fit rotate through the pool when
+it is on (`rotator.py`); the queue backs them all.
 
 One module (~330 lines): the plan, its one-at-a-time application and IB's verdicts on each stream all
 read and write the same pending adds, queued holdings and reports.
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 from v6_positions.ib.account import AccountBook
 from v6_positions.ib.active_legs import ActiveLegs
 from v6_positions.ib.holdings import Holding, HoldingKey
-from v6_positions.ib.lines import LineGrant
+from v6_positions.ib.lines import STREAM, LineLedger, quiet_refusal_lines
 from v6_positions.ib.queue_buffer import QueueBuffer
 from v6_positions.ib.ranking import RiskRanking
 from v6_positions.ib.rotator import LineRotator
@@ -42,7 +44,7 @@ class LineAllocation:
         account: AccountBook,
         legs: ActiveLegs,
         subs: SubscriptionRegistry,
-        lines: LineGrant,
+        lines: LineLedger,
         rotator: LineRotator | None,
         ranking: RiskRanking,
         queue_buffer: QueueBuffer,
@@ -60,15 +62,17 @@ class LineAllocation:
         self.demoted: dict[int, str] = {}  # conid -> IB's reason (200/354): queued until deactivated
         self.queued: dict[HoldingKey, int] = {}  # routed to the queue -> priority last sent
         self.reports: dict[tuple[int, str], RoutingReport] = {}
-        # From the last plan: legs to stream once the stream in flight is confirmed, and the legs that wait
-        # for lines (in routing order). Lets each confirmation add the next stream without re-routing.
+        # From the last plan: legs to stream once the stream in flight is confirmed. Lets each confirmation
+        # add the next stream without re-routing.
         self._pending_adds: list[int] = []
-        self._unfit_order: list[int] = []
         self._pool = 0  # lines the rotating pool may hold now (from the last route)
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._awaiting_confirmation = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        # The grant or the probe changed, or a line freed up for a waiting stream: route again.
+        lines.watch(self.mark_dirty)
+        quiet_refusal_lines()  # ib_async logs every 101; the ledger logs each change of the grant
 
     # -- what the stream holds -----------------------------------------------------------------------------
     @property
@@ -77,8 +81,8 @@ class LineAllocation:
         return self.lines.configured
 
     def lines_held(self) -> int:
-        """Lines this stream holds at IB: long-lived streams plus the rotating pool's."""
-        return self.subs.lines_in_use + (self.rotator.lines_held() if self.rotator is not None else 0)
+        """Lines this stream holds at IB: long-lived streams, the rotating pool's and the probe's."""
+        return self.lines.held
 
     def requeue(self, holding: Holding) -> None:
         """A queued holding changed: coalesced, many refreshes before the next flush are one queue row."""
@@ -123,9 +127,9 @@ class LineAllocation:
     async def renew_after_data_lost(self) -> int:
         """1101: IB dropped every subscription, the socket stayed: request every stream again."""
         async with self._lock:
-            count = self.subs.replay(renew_live=True)
             if self.rotator is not None:
                 self.rotator.connection_lost()  # the pool starts over with the next poll
+            count = self.subs.replay(renew_live=True)
         self._awaiting_confirmation.set()
         return count
 
@@ -144,14 +148,16 @@ class LineAllocation:
             currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
         )
         self._pool = 0
-        if self.rotator is not None and plan.unfit and limit >= 2:
+        if self.rotator is not None and plan.unfit:
             # Some active legs do not fit: a pool of lines rotates through them; the riskiest keep the rest.
-            self._pool = min(self.rotation_lines, limit // 2)
-            reason = f"rotating through {self._pool} lines ({limit - self._pool} long-lived lines are full)"
-            plan = route(
-                held, active, limit - self._pool, sec_types,
-                currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
-            )
+            wanting = len(plan.streamed) + len(plan.unfit)
+            long_lived, self._pool = self.lines.split(wanting, self.rotation_lines)
+            if self._pool:
+                reason = f"{reason}; rotating through a pool of {self._pool} ({long_lived} long-lived lines)"
+                plan = route(
+                    held, active, long_lived, sec_types,
+                    currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+                )
         return plan
 
     def _rank(self) -> dict[int, float]:
@@ -165,18 +171,12 @@ class LineAllocation:
         for conid in self.subs.overdue(self.confirm_timeout_s):  # silent past the timeout: the line is held
             self.confirmed(conid)
         plan = self._route()
-        if plan.unfit and self.lines.capped and self.lines.start_probe():
-            log.info("probing IB for one more line (holding %d, cap %s)",
-                     self.subs.lines_in_use, self.lines.cap)
-            plan = self._route()
         wanted = set(plan.streamed)
         connected = self.session.connected
         for conid in self.subs.desired - wanted:
             self.subs.remove(conid, connected=connected)
             self._on_cancelled(conid)
             log.info("stream cancelled: conid=%s", conid)
-        if self.lines.probing and not (wanted - self.subs.desired) and not self.subs.unconfirmed:
-            self.lines.abandon_probe()  # nothing left to probe with (the leg went away)
         if connected:
             replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
             if replayed:
@@ -197,7 +197,6 @@ class LineAllocation:
         self.queued = queued_now
         self.account.set_streamed(wanted)
         self._log_report_changes(plan.reports)
-        self._unfit_order = plan.unfit
         self._rotate(plan)
         self._schedule_wake()
 
@@ -215,82 +214,96 @@ class LineAllocation:
 
     def _log_report_changes(self, reports: Iterable[RoutingReport]) -> None:
         current = {(r.conid, r.kind): r for r in reports}
+        # While IB caps the lines, the probed leg flips between streamed and unfit on every probe: the ledger
+        # logs each change of the grant, so these flips are no news.
+        flipping = self.lines.capped
         for key, report in current.items():
             if key not in self.reports:
-                # While IB caps the lines, the probed leg flips between streamed and unfit on every probe: the
-                # 101 itself was logged as a warning already.
-                quiet = report.kind == "leg_not_held" or (report.kind == "over_budget" and self.lines.capped)
-                level = logging.INFO if quiet else logging.WARNING
+                if report.kind == "over_budget" and flipping:
+                    level = logging.DEBUG
+                elif report.kind == "leg_not_held":
+                    level = logging.INFO
+                else:
+                    level = logging.WARNING
                 log.log(level, "routing report: conid=%s %s: %s", report.conid, report.kind, report.detail)
         for key in self.reports.keys() - current.keys():
-            log.info("routing report cleared: conid=%s %s", key[0], key[1])
+            level = logging.DEBUG if key[1] == "over_budget" and flipping else logging.INFO
+            log.log(level, "routing report cleared: conid=%s %s", key[0], key[1])
         self.reports = current
 
     def _schedule_wake(self) -> None:
-        """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout."""
+        """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout (a
+        probe due now is in this route's limit already: no wake for it, so never a busy loop)."""
         delays = []
         probe_in = self.lines.seconds_to_probe()
-        if probe_in is not None and any(r.kind == "over_budget" for r in self.reports.values()):
+        if probe_in and any(r.kind == "over_budget" for r in self.reports.values()):
             delays.append(probe_in)
         now = time.monotonic()
         for conid in self.subs.unconfirmed:
             requested = self.subs.requested_at(conid)
             if requested is not None:
                 delays.append(max(0.0, requested + self.confirm_timeout_s - now))
-        self.cancel_wake()
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
         if delays:
             self._wake_timer = asyncio.get_running_loop().call_later(min(delays) + 0.01, self.mark_dirty)
 
     def cancel_wake(self) -> None:
+        """Stopping: no more reconciles nor adds."""
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
 
+
     # -- one new stream at a time --------------------------------------------------------------------------
     def _add_pending(self) -> bool:
-        """Request the next stream the last plan wanted; True when one was requested."""
+        """Request the next stream the last plan wanted; True when one was requested. With no line free (the
+        pool has not given its lines back yet) it waits: the ledger calls back when one frees up."""
         while self._pending_adds:
-            conid = self._pending_adds.pop(0)
-            if conid in self.subs.desired or conid not in self.legs.conids or conid in self.demoted:
+            conid = self._pending_adds[0]
+            holding = self.account.holding_for(conid)
+            gone = conid in self.subs.desired or conid not in self.legs.conids or conid in self.demoted
+            if gone or holding is None:
+                self._pending_adds.pop(0)
                 continue
-            if self._start_stream(conid):
-                return True
+            if not self._start_stream(conid, holding):
+                return False
+            self._pending_adds.pop(0)
+            return True
         return False
 
-    def _start_stream(self, conid: int) -> bool:
-        holding = self.account.holding_for(conid)
-        if holding is None:
-            return False
+    def _start_stream(self, conid: int, holding: Holding) -> bool:
         if self.rotator is not None:
             self.rotator.release(conid)  # promoted from the pool: its rotating line goes first
+        if not self.lines.take(STREAM, conid):
+            return False
         self.subs.add(conid, stream_contract(holding.contract), connected=True)
-        log.info("stream requested: conid=%s %s", conid, contract_label(holding.contract))
+        level = logging.DEBUG if self.lines.is_probe(STREAM, conid) else logging.INFO  # a probe is no news
+        log.log(level, "stream requested: conid=%s %s", conid, contract_label(holding.contract))
         self.account.add_streamed(conid)
         self._awaiting_confirmation.set()
         return True
 
     def _advance(self) -> None:
-        """After a confirmation: the next planned stream, or the next probe while IB caps the lines, without
-        re-routing every holding (one route per new line would be O(lines x holdings) at start-up)."""
+        """After a confirmation: the next planned stream without re-routing every holding (one route per new
+        line would be O(lines x holdings) at start-up); when none is left, one full route settles the rest."""
         if self.subs.unconfirmed or not self._synced() or not self.session.connected:
             return
         if self._add_pending():
             return
-        if self._unfit_order and self.lines.capped and self.lines.start_probe():
-            conid = self._unfit_order.pop(0)
-            if conid in self.legs.conids and conid not in self.subs.desired and self._start_stream(conid):
-                # What the next route would say: it streams now, so it is neither queued nor unfit.
-                for key in [key for key in self.queued if key[1] == conid]:
-                    del self.queued[key]
-                self.reports.pop((conid, "over_budget"), None)
-                return
-            self.lines.abandon_probe()
-        self.mark_dirty()  # nothing planned is left: a full route settles the rest
+        self.mark_dirty()
+
+    def data_arrived(self, conid: int) -> None:
+        """Ticks for `conid`: they confirm its new stream only once IB answered this request (its tick
+        parameters). ib_async keeps one Ticker per contract, so late ticks of an earlier request on the same
+        contract (a pool line just given up) must not pass for IB's answer: a 101 may still come."""
+        if self.subs.answered(conid):
+            self.confirmed(conid)
 
     def confirmed(self, conid: int) -> None:
-        """IB holds the line of `conid` (data, tick parameters, a warning, or silence past the timeout)."""
+        """IB holds the line of `conid` (data, tick parameters, a warning, or silence past the timeout); the
+        ledger counts it as evidence of a grant."""
         if self.subs.confirm(conid):
-            self.lines.granted(self.lines_held())
             self._advance()
 
     async def confirm_loop(self, stop: asyncio.Event) -> None:
@@ -307,16 +320,11 @@ class LineAllocation:
     # -- IB's verdicts ---------------------------------------------------------------------------------------
     def refused(self, conid: int) -> None:
         """101: the account is full now (other clients hold the lines), not the contract's fault. The leg
-        waits queued at top priority and streams again as soon as a probe finds a free line."""
+        waits queued at top priority and streams again as soon as a probe finds a free line. The ledger
+        logs the cap when it changes (a refused probe is no news)."""
+        self.lines.refuse(STREAM, conid)
         self.subs.remove(conid, connected=self.session.connected)  # no line was held
-        self.lines.refused(self.lines_held())
-        log.warning("101 on conid=%s: account full at IB; this stream holds %d lines, probing in %.1fs",
-                    conid, self.subs.lines_in_use, self.lines.seconds_to_probe() or 0.0)
-        self.mark_dirty()
-
-    def pool_refused(self) -> None:
-        """A rotation subscribe got 101: the account is full; cap the stream at what it holds."""
-        self.lines.refused(self.lines_held())
+        log.debug("101 on conid=%s: account full at IB", conid)
         self.mark_dirty()
 
     def demote(self, conid: int, reason: str) -> None:

@@ -2,7 +2,7 @@
 the rest, paced under IB's 50 messages/s, with a staleness bound every overflow leg is kept within.
 
 A state machine with an injected clock and no I/O: the streamer tells it what happened (`set_legs`,
-`set_budget`, `on_quote`, `on_refused`) and applies the `Action`s that `poll()` returns (reqMktData,
+`set_budget`, `on_quote`, `on_refused`, `unsent`) and applies the `Action`s that `poll()` returns (reqMktData,
 cancelMktData). Call `poll()` after each event and at least every 100 ms.
 
 - Lines. `budget` = lines the stream may hold for active legs now (the coexistence budget). When every active
@@ -11,10 +11,11 @@ cancelMktData). Call `poll()` after each event and at least every 100 ms.
   `budget - pool` legs stay long-lived. Lines held never exceed the budget: a subscribe is only issued when
   one more line still fits, so rotation itself can never cause a 101; when the budget shrinks, lines are
   cancelled (pool first, then the least risky long-lived legs).
-- Rotation. An overflow leg is subscribed, kept until a usable quote arrives (`on_quote`), then cancelled; the
-  line goes to the next leg. The next leg is the one whose newest quote is oldest (never-quoted legs first,
-  riskiest first), so every overflow leg is visited once per cycle: that is what bounds its age. A leg that
-  gets no quote within `quote_timeout_s` is cancelled and retried after the others.
+- Rotation. An overflow leg is subscribed, kept until a usable quote arrives (`on_quote`), then its line goes
+  to the next leg: the cancel and the next subscribe are sent together, so pool lines are never left idle for
+  another client to take mid-rotation. The next leg is the one whose newest quote is oldest (never-quoted
+  legs first, riskiest first), so every overflow leg is visited once per cycle: that is what bounds its age.
+  A leg that gets no quote within `quote_timeout_s` is cancelled and retried after the others.
 - Pacing. Every subscribe and cancel is one message to IB; they are drawn from a token bucket of `msg_rate`
   per second (default 20 of IB's 50: the stream's other requests keep the rest), with `reserve` tokens kept
   back for cancels so a deactivated leg leaves at once even while rotation runs flat out. Within any second
@@ -175,7 +176,7 @@ class RotationScheduler:
     _last_rebalance: float = -math.inf
     _rebalance_now: bool = True
     _gone: list[LegSlot] = field(default_factory=list)  # deactivated, line not cancelled yet
-    _done: list[LegSlot] = field(default_factory=list)  # rotating, quoted, line not cancelled yet
+    _done: list[LegSlot] = field(default_factory=list)  # rotating, quoted, line kept for the next leg
     _completions: deque[float] = field(default_factory=deque)  # when rotating legs got their quote
     _overflow_since: float | None = None
 
@@ -217,7 +218,7 @@ class RotationScheduler:
             slot.rotations += 1
             self.rotations += 1
             self._completions.append(now)
-            self._done.append(slot)  # its line goes back to the pool in the next poll
+            self._done.append(slot)  # its line goes to the next leg due
 
     def on_refused(self, conid: int) -> None:
         """IB refused the subscription (101, 200, ...): no line is held; the caller adjusts the budget."""
@@ -227,12 +228,26 @@ class RotationScheduler:
             slot.subscribed_at = None
             slot.not_before = self.clock() + self.config.retry_after_s
 
+    def unsent(self, conid: int) -> None:
+        """The subscribe `poll()` just returned was not sent (no line free in the owner's ledger): no line is
+        held and the message is not spent; the leg keeps its turn."""
+        slot = self.legs.get(conid)
+        if slot is not None and slot.line is Line.HELD:
+            slot.line = Line.NONE
+            slot.subscribed_at = None
+        assert self._bucket is not None
+        self._bucket.tokens = min(self._bucket.capacity, self._bucket.tokens + 1.0)
+        self.messages_sent -= 1
+
     def forget(self, conid: int) -> bool:
         """Drop a leg at once because its owner takes it over (a long-lived stream); True when it held a line,
         which the caller cancels right away (counted here as one message)."""
         slot = self.legs.pop(conid, None)
-        if slot is None:
-            return False
+        if slot is None:  # dropped by `set_legs` already, its line maybe not cancelled yet
+            slot = next((s for s in self._gone if s.conid == conid), None)
+            if slot is None:
+                return False
+            self._gone.remove(slot)
         self._rebalance_now = True
         if slot.line is Line.HELD:
             slot.line = Line.NONE
@@ -276,10 +291,11 @@ class RotationScheduler:
         self._gone.clear()
         if self._rebalance_now or now - self._last_rebalance >= self.config.rebalance_interval_s:
             self._rebalance(now)
-        for slot in self._done:  # quoted rotating legs give their line back (promoted ones keep it)
-            if slot.line is Line.HELD and slot.role is Role.ROTATE and self.legs.get(slot.conid) is slot:
-                self._cancel(slot, "quoted", actions)
-        self._done = [s for s in self._done if s.line is Line.HELD and s.role is Role.ROTATE]
+        # quoted rotating legs keep their line until it goes to the next leg (promoted ones keep it for good)
+        self._done = [
+            s for s in self._done
+            if s.line is Line.HELD and s.role is Role.ROTATE and self.legs.get(s.conid) is s
+        ]
         for slot in self.legs.values():
             if (
                 slot.role is Role.ROTATE
@@ -350,9 +366,10 @@ class RotationScheduler:
                     return
 
     def _rotate(self, now: float, actions: list[Action]) -> None:
+        """Free pool lines go to the legs due; a quoted leg's line is handed to the next leg in one go (its
+        cancel and the next subscribe together), so the pool's lines stay held: no other client can take
+        one mid-rotation, and the lines the owner counts are the lines IB counts."""
         free = min(self.pool_lines() - self._pool_held(), self.budget - self.lines_held())
-        if free <= 0:
-            return
         due = [
             s
             for s in self.legs.values()
@@ -360,8 +377,16 @@ class RotationScheduler:
         ]
         # oldest quote first (never quoted = oldest), riskiest first among equals
         due.sort(key=lambda s: (s.last_quote_at if s.last_quote_at is not None else -math.inf, -s.score))
-        for slot in due[:free]:
-            if not self._subscribe(slot, "rotation", actions):
+        assert self._bucket is not None
+        for slot in due:
+            if free > 0:
+                if not self._subscribe(slot, "rotation", actions):
+                    return
+                free -= 1
+            elif self._done and self._bucket.tokens - 2.0 >= self.config.reserve:
+                self._cancel(self._done.pop(0), "quoted", actions)
+                self._subscribe(slot, "rotation", actions)
+            else:
                 return
 
     # ---- lines and messages --------------------------------------------------------------------------------

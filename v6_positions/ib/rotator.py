@@ -2,7 +2,9 @@
 
 It owns the market-data lines of the legs it is given: subscribes and cancels as the scheduler says, tells it
 when a leg's quote is usable, turns IB's 101 into "no line held, budget capped at what we hold", and hands
-every usable quote to `on_quote(conid, ticker)` (where the streamer writes its row).
+every usable quote to `on_quote(conid, ticker)` (where the streamer writes its row). Each subscribe takes its
+line in the stream's line ledger first (`lines.py`, holder `POOL`; no line free: not sent), each cancel gives
+it back, and IB's answers are the ledger's evidence: data confirms the line (a probe won), 101 caps the grant.
 
 A quote is usable when the ticker has a two-sided bid/ask or IB's model price (a one-sided wing) — with the
 option's model greeks, or after `greeks_grace_s` without them. ib_async keeps one Ticker per contract across
@@ -25,6 +27,7 @@ from ib_async import Contract, Ticker
 from v6_positions.config import Settings
 from v6_positions.contracts import is_option
 from v6_positions.ib.errors import MAX_TICKERS, PACING, SUBSCRIPTION_REJECTED
+from v6_positions.ib.lines import POOL, LineLedger, standalone_ledger
 from v6_positions.ib.periodic import stopped_within
 from v6_positions.ib.rotation import Action, RotationConfig, RotationScheduler
 from v6_positions.ib.values import clean_price, price_with_source
@@ -48,7 +51,7 @@ class LineRotator:
         greeks_grace_s: float = 0.5,
         poll_interval_s: float = 0.05,
         enabled: Callable[[], bool] = lambda: True,
-        on_full: Callable[[], None] | None = None,
+        ledger: LineLedger | None = None,
     ) -> None:
         self.ib = ib
         self.scheduler = scheduler
@@ -57,7 +60,8 @@ class LineRotator:
         self.greeks_grace_s = greeks_grace_s
         self.poll_interval_s = poll_interval_s
         self.enabled = enabled  # False while disconnected or not synced: nothing is sent
-        self.on_full = on_full  # called on a 101: the account is full (the owner caps its lines)
+        # the stream's ledger; a rotator used on its own (tests, benches) keeps one of its own
+        self.ledger = ledger if ledger is not None else standalone_ledger()
         self.contracts: dict[int, Contract] = {}
         self.errors: Counter[int] = Counter()  # IB codes seen on our subscriptions
         self._tickers: dict[int, Ticker] = {}
@@ -132,6 +136,7 @@ class LineRotator:
         else:
             self._subscribed_at.pop(conid, None)
             self._tickers.pop(conid, None)
+            self.ledger.release(POOL, conid)
 
     def connection_lost(self) -> None:
         """IB dropped our lines (disconnect, 1101); ib_async dropped or keeps stale tickers: forget both."""
@@ -139,6 +144,7 @@ class LineRotator:
         self._tickers.clear()
         self._subscribed_at.clear()
         self._priced_at.clear()
+        self.ledger.release_all(POOL)
 
     def release_all(self) -> int:
         """Cancel every held line (shutdown while connected). Returns how many."""
@@ -158,6 +164,9 @@ class LineRotator:
         if contract is None:  # left between poll and apply: nothing to hold
             self.scheduler.on_refused(conid)
             return
+        if not self.ledger.take(POOL, conid):  # no line free now (long-lived streams come first)
+            self.scheduler.unsent(conid)
+            return
         ticker = self.ib.reqMktData(contract, self.generic_ticks, False, False, [])
         _clear_quote(ticker)
         self._tickers[conid] = ticker
@@ -170,6 +179,7 @@ class LineRotator:
         ticker = self._tickers.pop(conid, None)
         if ticker is not None:
             self.ib.cancelMktData(ticker.contract)
+        self.ledger.release(POOL, conid)
 
     # ---- IB's answers -----------------------------------------------------------------------------------
     def _on_tickers(self, tickers: set[Ticker]) -> None:
@@ -178,6 +188,8 @@ class LineRotator:
             conid = ticker.contract.conId if ticker.contract else 0
             if conid not in self._subscribed_at or self._tickers.get(conid) is not ticker:
                 continue
+            if _accepted(ticker):  # IB answered this request (not a late tick of an earlier one)
+                self.ledger.confirm(POOL, conid)  # the line is held: evidence of a grant
             if self._usable(conid, ticker):
                 if self.on_quote is not None:
                     self.on_quote(conid, ticker)
@@ -219,8 +231,10 @@ class LineRotator:
             self.scheduler.on_refused(conid)
             if code in MAX_TICKERS:  # the account is full now: hold what we have, no more
                 self.scheduler.set_budget(self.scheduler.lines_held())
-                if self.on_full is not None:
-                    self.on_full()
+                self.ledger.refuse(POOL, conid)
+                log.debug("101 on pool conid=%s: account full at IB", conid)
+            else:
+                self.ledger.release(POOL, conid)
             self._wake.set()
 
 
@@ -231,7 +245,7 @@ def stream_rotator(
     *,
     generic_ticks: str = "",
     enabled: Callable[[], bool] = lambda: True,
-    on_full: Callable[[], None] | None = None,
+    ledger: LineLedger | None = None,
 ) -> LineRotator | None:
     """The stream's rotating pool of `V6_ROTATION_LINES` lines; None when it is off (0)."""
     if settings.rotation_lines <= 0:
@@ -243,13 +257,18 @@ def stream_rotator(
     )
     return LineRotator(
         ib, RotationScheduler(config, time.monotonic), on_quote,
-        generic_ticks=generic_ticks, enabled=enabled, on_full=on_full,
+        generic_ticks=generic_ticks, enabled=enabled, ledger=ledger,
     )
+
+
+def _accepted(ticker: Ticker) -> bool:
+    return ticker.minTick is not None and not math.isnan(ticker.minTick)
 
 
 def _clear_quote(ticker: Ticker) -> None:
     """Forget the previous visit's quote (ib_async reuses the Ticker of a contract)."""
     nan = math.nan
+    ticker.minTick = nan  # set again by IB's tickReqParams: the answer to this request
     ticker.bid = ticker.ask = ticker.last = nan
     ticker.bidSize = ticker.askSize = ticker.lastSize = nan
     ticker.modelGreeks = ticker.bidGreeks = ticker.askGreeks = ticker.lastGreeks = None

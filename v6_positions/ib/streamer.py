@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 # A new stream that got neither IB's acceptance nor an error this long after its request is taken as held.
 CONFIRM_TIMEOUT_S = 5.0
+# Cancels per second when stopping (of IB's 50 messages/s): 100 streams take ~4 s, never a burst.
+STOP_CANCELS_PER_SECOND = 25
 # Valuations per second of the reqPnLSingle sweep while the rotating pool also sends messages.
-SWEEP_PER_SECOND_WITH_ROTATION = 10
+SWEEP_PER_SECOND_WITH_ROTATION = 8
 
 
 class StreamStopped(RuntimeError):
@@ -138,8 +140,9 @@ class PositionStreamer:
         self.valuations = ValuationSweep(
             self.ib, self.allocation.valuation_keys, self._on_valuation, self._streaming,
             interval_s=valuation_interval_s or settings.valuation_interval_s,
-            # With the rotating pool on, the sweep leaves it room: 2 x 10 + the pool's 20 messages/s stay
-            # under ib_async's 45/s throttle, so no request (the heartbeat among them) waits in its queue.
+            # With the rotating pool on, the sweep leaves it room: 2 x 8 + the pool's 20 (30 at most)
+            # messages/s stay under ib_async's 45/s throttle, so no request (the heartbeat among them) waits
+            # in its queue.
             per_second=valuations_per_second
             if settings.rotation_lines == 0
             else min(valuations_per_second, SWEEP_PER_SECOND_WITH_ROTATION),
@@ -257,13 +260,16 @@ class PositionStreamer:
 
     async def _shutdown(self) -> None:
         connected = self.session.connected
-        cancelled = self.subs.clear(connected=connected)
+        cancelled = 0
         if self.rotator is not None:
             self.rotator.stop()
+            if connected and self.rotator.scheduler.legs:
+                await asyncio.sleep(1.0)  # the rotation and the sweep used this second's messages
             if connected:
                 cancelled += self.rotator.release_all()
             else:
                 self.rotator.connection_lost()
+        cancelled += await self.subs.clear_paced(STOP_CANCELS_PER_SECOND, connected=connected, sent=cancelled)
         log.info("stopping: cancelled %d streams", cancelled)
         await self.session.close()  # no more events after this: everything received is in the dispatcher
         await self.sink.close()
@@ -306,7 +312,7 @@ class PositionStreamer:
             conid = int(contract.conId)
             if not self.subs.is_live(conid):
                 continue  # late ticks of a cancelled stream, or a Ticker someone else asked for
-            self.allocation.confirmed(conid)
+            self.allocation.data_arrived(conid)
             self.stream_errors.data_flowing()
             self._on_quote(conid, ticker)
 

@@ -2,11 +2,13 @@
 
 Each subscription keeps a re-callable subscribe handle, so after a reconnect (ib_async's `disconnect()` drops
 every Ticker) or a 1101 (IB dropped the data, the socket stayed) `replay()` requests exactly the desired set:
-no duplicates, no leftovers.
+no duplicates, no leftovers. Each request takes its line in the stream's line ledger first (`lines.py`, holder
+`STREAM`) and each cancel, refusal or lost connection gives it back there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import math
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ib_async import Contract, Ticker
+
+from v6_positions.ib.lines import STREAM, LineLedger, standalone_ledger
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,10 @@ class Subscription:
 
 
 class SubscriptionRegistry:
-    def __init__(self, api: MarketDataApi, generic_ticks: str = "") -> None:
+    def __init__(self, api: MarketDataApi, generic_ticks: str = "", ledger: LineLedger | None = None) -> None:
         self._api = api
         self._generic_ticks = generic_ticks
+        self._ledger = ledger if ledger is not None else standalone_ledger()
         self._subs: dict[int, Subscription] = {}
 
     # -- queries -------------------------------------------------------------------------------------------
@@ -80,7 +85,13 @@ class SubscriptionRegistry:
         if sub is None or not sub.live or sub.confirmed:
             return False
         sub.confirmed = True
+        self._ledger.confirm(STREAM, conid)
         return True
+
+    def answered(self, conid: int) -> bool:
+        """`conid`'s unconfirmed stream has IB's answer to this request (its tick parameters)."""
+        sub = self._subs.get(conid)
+        return sub is not None and sub.live and not sub.confirmed and _accepted(sub.ticker)
 
     def accepted(self) -> list[int]:
         """Unconfirmed streams IB has answered with its tick parameters or data: their lines are held."""
@@ -115,7 +126,8 @@ class SubscriptionRegistry:
 
     # -- changes -------------------------------------------------------------------------------------------
     def add(self, conid: int, contract: Contract, *, connected: bool = True) -> bool:
-        """Want a stream for `conid`; request it now when connected. False if it was already wanted."""
+        """Want a stream for `conid`; request it now when connected and the ledger has a line for it (else
+        `replay()` requests it later). False if it was already wanted."""
         if conid in self._subs:
             return False
         api, ticks = self._api, self._generic_ticks
@@ -139,6 +151,7 @@ class SubscriptionRegistry:
             return False
         if sub.live and connected:
             self._cancel(sub)
+        self._ledger.release(STREAM, conid)
         return True
 
     def connection_lost(self) -> None:
@@ -147,6 +160,7 @@ class SubscriptionRegistry:
             sub.ticker = None
             sub.req_id = None
             sub.confirmed = False
+        self._ledger.release_all(STREAM)
 
     def replay(self, *, renew_live: bool = False) -> int:
         """Request every desired stream that is not live; with `renew_live` (after 1101) also cancel and
@@ -157,8 +171,25 @@ class SubscriptionRegistry:
                 if not renew_live:
                     continue
                 self._cancel(sub)
-            self._request(sub)
-            count += 1
+            count += self._request(sub)
+        return count
+
+    async def clear_paced(self, per_second: int, *, connected: bool = True, sent: int = 0) -> int:
+        """Cancel every stream (stop), at most `per_second` cancels a second (`sent`: messages already sent in
+        this second): a stop of 100 streams must stay under IB's 50 messages a second, not lean on
+        ib_async's throttle. Returns how many were cancelled."""
+        count = 0
+        budget = max(0, per_second - sent)
+        for conid in list(self._subs):
+            sub = self._subs.pop(conid)
+            if sub.live and connected:
+                if budget == 0:
+                    await asyncio.sleep(1.0)
+                    budget = per_second
+                self._cancel(sub)
+                budget -= 1
+                count += 1
+        self._ledger.release_all(STREAM)
         return count
 
     def clear(self, *, connected: bool = True) -> int:
@@ -170,15 +201,24 @@ class SubscriptionRegistry:
                 self._cancel(sub)
                 count += 1
             del self._subs[conid]
+        self._ledger.release_all(STREAM)
         return count
 
     # -- wire ----------------------------------------------------------------------------------------------
-    def _request(self, sub: Subscription) -> None:
+    def _request(self, sub: Subscription) -> bool:
+        """Request the stream if the ledger has a line for it; True when requested."""
+        if not self._ledger.take(STREAM, sub.conid):
+            return False
         sub.ticker = sub.subscribe()
+        # ib_async keeps one Ticker per contract across cancel and resubscribe: forget the previous request's
+        # acceptance, or a leg streamed before would look accepted before IB answered (a 101 may follow).
+        sub.ticker.minTick = math.nan
+        sub.ticker.time = None
         sub.req_id = _req_id_of(self._api, sub.ticker)
         sub.confirmed = False
         sub.requested_at = time.monotonic()
         log.debug("reqMktData conid=%s reqId=%s", sub.conid, sub.req_id)
+        return True
 
     def _cancel(self, sub: Subscription) -> None:
         try:
@@ -188,6 +228,7 @@ class SubscriptionRegistry:
         sub.ticker = None
         sub.req_id = None
         sub.confirmed = False
+        self._ledger.release(STREAM, sub.conid)
 
 
 def _accepted(ticker: Ticker | None) -> bool:

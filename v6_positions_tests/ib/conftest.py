@@ -52,9 +52,7 @@ class Kit:
         self.writers: list[HistoryWriter] = []
 
     def settings(self, port: int, **overrides) -> Settings:
-        # Legs that do not fit are queued only (the issue-9 behaviour these tests pin down) unless a test asks
-        # for the rotating pool (test_ib_stream_rotation.py).
-        overrides.setdefault("rotation_lines", 0)
+        # The users' defaults (the rotating pool on); a test that turns a feature off says why.
         return replace(Settings(lake_uri=self.root, ib_port=port, flush_interval_s=0.3), **overrides)
 
     def register_demo_legs(self, sim: SimulatorThread, count: int | None = None) -> list[int]:

@@ -8,57 +8,26 @@ updates) and in Delta (queued payload ages, rows per account). `orders_received 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from datetime import UTC, datetime
 
 import polars as pl
 import pytest
-from ib_async import IB, Contract
+from gateway_bot import (
+    BOT_ID,
+    STREAM_ID,
+    bot,
+    errors_to,
+    free_lines,
+    hold_lines,
+    lines_of,
+    non_leg_options,
+    register_legs,
+)
 
 from v6_positions.ib.streamer import StreamStopped
-from v6_positions.lake import StrategyRegistry
-from v6_positions.simulator import SimulatorThread, demo_strategy_legs
-
-STREAM_ID = 12
-BOT_ID = 70
-
-
-def register_legs(kit, sim: SimulatorThread, count: int) -> list[int]:
-    """The first `count` option positions of the book (by conid) become active strategy legs."""
-    registry = StrategyRegistry(kit.root)
-    options = sorted(
-        (p.contract for p in sim.book.positions.values() if p.contract.sec_type == "OPT"),
-        key=lambda c: c.conid,
-    )[:count]
-    for c in options:
-        registry.add_active(c.conid, c.symbol, c.right, c.strike, c.expiry, 1)
-    return [c.conid for c in options]
-
-
-def non_leg_options(sim: SimulatorThread, legs: list[int], count: int) -> list[int]:
-    conids = sorted({p.contract.conid for p in sim.book.positions.values() if p.contract.sec_type == "OPT"})
-    return [c for c in conids if c not in set(legs)][:count]
-
-
-@contextlib.asynccontextmanager
-async def bot(sim: SimulatorThread, client_id: int = BOT_ID, **connect):
-    """The trader's bot: ib_async with its defaults unless told otherwise (it takes account updates)."""
-    ib = IB()
-    await ib.connectAsync("127.0.0.1", sim.port, clientId=client_id, timeout=10, **connect)
-    try:
-        yield ib
-    finally:
-        ib.disconnect()
-
-
-def lines_of(sim: SimulatorThread, client_id: int) -> int:
-    return int(sim.stats()["lines_by_client"].get(str(client_id), 0))
-
-
-def errors_to(sim: SimulatorThread, client_id: int, code: int) -> int:
-    return int(sim.stats()["errors_by_client"].get(str(client_id), {}).get(str(code), 0))
+from v6_positions.simulator import demo_strategy_legs
 
 
 def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_them(make_sim, kit):
@@ -68,18 +37,20 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
 
     async def scenario():
         async with bot(sim, readonly=True) as trader:
-            for conid in non_leg_options(sim, legs, 6):
-                trader.reqMktData(Contract(conId=conid, exchange="SMART"))
+            hold_lines(trader, non_leg_options(sim, legs, 6))
             await kit.until(lambda: lines_of(sim, BOT_ID) == 6, what="bot holds 6 lines")
             started = time.monotonic()
             async with kit.running(streamer):
                 await kit.until(lambda: streamer.status().line_cap == 4, what="stream capped at 4")
-                await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 0) == 8,
-                                what="8 legs queued at priority 0")
+                # 4 lines for 12 legs: the 2 riskiest keep long-lived lines, 10 rotate through a pool of 2;
+                # all 10 stay queued at priority 0 (the batch backs the pool)
+                await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 0) == 10,
+                                what="10 legs queued at priority 0")
+                await kit.until(lambda: lines_of(sim, STREAM_ID) == 4, what="the pool's lines held")
                 await asyncio.sleep(2.0)  # the bot keeps its lines; the stream only probes, one at a time
                 status = streamer.status()
-                assert (status.lines_in_use, len(status.unfit), status.demoted) == (4, 8, {})
-                assert lines_of(sim, BOT_ID) == 6 and lines_of(sim, STREAM_ID) == 4
+                assert (len(status.streamed_conids), len(status.unfit), status.demoted) == (2, 10, {})
+                assert lines_of(sim, BOT_ID) == 6 and lines_of(sim, STREAM_ID) <= 4
                 refused_while_held = errors_to(sim, STREAM_ID, 101)
                 # first 101 at the limit, then one per probe (0.3, 0.6, 1, 1 s ... each +-20 %): never a burst
                 # of 8. Probes are paced in time, so their count is bounded by the time elapsed, whatever the
@@ -88,18 +59,19 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
                 assert 1 <= refused_while_held <= 3 + math.ceil(elapsed / 0.8), (refused_while_held, elapsed)
                 assert errors_to(sim, BOT_ID, 101) == 0  # the bot never lost a line to us
 
-                for ticker in trader.tickers():
-                    trader.cancelMktData(ticker.contract)
+                free_lines(trader)
                 await kit.until(lambda: lines_of(sim, STREAM_ID) == 10, timeout=10,
                                 what="freed lines won back")
-                await kit.until(lambda: len(streamer.status().unfit) == 2,
-                                what="only the 2 legs beyond the account's 10 lines stay queued")
-                unfit = set(streamer.status().unfit)
-                assert unfit <= {i.conid for i in kit.queue().items() if i.priority == 0}
-                # every leg that fits streams: rows in Delta for 10 distinct legs
-                await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 10, timeout=10)
-                # the bot can take its lines back only once we release some: the account is shared
-                assert sim.stats()["lines_in_use"] == 10
+                # 10 lines for 12 legs: 8 long-lived, the 4 others share a pool of 2 (the pool shrank to
+                # what the 2 legs beyond the account's lines need)
+                await kit.until(lambda: len(streamer.status().streamed_conids) == 8, what="8 long-lived")
+                status = streamer.status()
+                assert len(status.unfit) == 4 and status.rotation is not None
+                assert set(status.unfit) <= {i.conid for i in kit.queue().items() if i.priority == 0}
+                # every leg has rows in Delta: long-lived or rotating
+                await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 12, timeout=10)
+                # the bot can take its lines back only once we release some: the account stays full
+                await kit.until(lambda: sim.stats()["lines_in_use"] == 10, what="the account full")
 
     asyncio.run(scenario())
 

@@ -34,24 +34,26 @@ def test_demo_book_streams_exactly_the_twelve_active_legs(sim, kit):
     assert set(option_positions(sim)) - set(legs) <= queued
 
 
-def test_budget_of_ten_streams_ten_and_queues_two_at_priority_zero(sim, kit):
+def test_budget_of_ten_holds_ten_lines_and_queues_the_legs_beyond_at_priority_zero(sim, kit):
     legs = kit.register_demo_legs(sim)
     streamer = kit.streamer(kit.settings(sim.port, max_lines=12, reserved_lines=2))
 
     async def scenario():
         async with kit.running(streamer):
             await kit.until(lambda: streamer.status().synced and streamer.status().queue_commits >= 1)
-            # new streams are added one at a time, each confirmed by IB's data first
-            await kit.until(lambda: streamer.status().lines_in_use == 10, what="10 streams")
+            # new streams are added one at a time, each confirmed by IB's data first; 12 legs on 10 lines:
+            # 8 long-lived, the other 4 rotate through a pool of 2 (and stay queued at priority 0)
+            await kit.until(lambda: len(streamer.status().streamed_conids) == 8, what="8 long-lived streams")
+            await kit.until(lambda: streamer.status().lines_in_use == 10, what="10 lines")
             status = streamer.status()
-            assert status.lines_in_use == 10 and len(status.unfit) == 2
+            assert len(status.unfit) == 4 and status.rotation is not None and status.rotation.pool_lines == 2
             assert {r.kind for r in streamer.reports} == {"over_budget"}
 
     asyncio.run(scenario())
     stats = sim.stats()
     assert stats["max_lines_in_use"] == 10 and "101" not in stats["errors"]
     urgent = [item for item in kit.queue().items() if item.priority == 0]
-    assert len(urgent) == 2 and {item.conid for item in urgent} <= set(legs)
+    assert len(urgent) == 4 and {item.conid for item in urgent} <= set(legs)
 
 
 def test_following_activation_deactivation_and_close(sim, kit):
