@@ -146,13 +146,10 @@ class Churn:
             self.events["leg deactivated"] += 1
         elif self.flipped:
             conid = self.rng.choice(sorted(self.flipped))
-            leg = next(p for (_, c), p in book.positions.items() if c == conid) if any(
-                c == conid for _, c in book.positions) else None  # fmt: skip
-            if leg is not None:
-                c = leg.contract
-                self.registry.add_active(conid, c.symbol, c.right, c.strike, c.expiry, 1)
-                self.flipped.discard(conid)
-                self.events["leg reactivated"] += 1
+            c = book.contracts[conid]  # the simulator knows every contract it ever held
+            self.registry.add_active(conid, c.symbol, c.right, c.strike, c.expiry, 1)
+            self.flipped.discard(conid)
+            self.events["leg reactivated"] += 1
 
     def run(self, until: float, every_s: float, faults: dict[float, Callable[[], None]]) -> None:
         started = time.monotonic()

@@ -21,17 +21,19 @@ def rows_markdown(
     columns: tuple[str, ...] = BOOK_COLUMNS,
     newest_by: str = "event_time",
 ) -> dg.MarkdownMetadataValue:
-    """The `limit` newest rows (by `newest_by` when the frame has it) as a markdown table."""
+    """The `limit` newest rows (by `newest_by` when the frame has it; else the first) as a markdown table."""
     if frame.is_empty():
         return dg.MetadataValue.md("_no rows_")
+    which = "first"
     if newest_by in frame.columns:
         frame = frame.sort(newest_by, descending=True, nulls_last=True)
+        which = "newest"
     shown = [c for c in columns if c in frame.columns]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in frame.head(limit).select(shown).iter_rows():
         lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
     if frame.height > limit:
-        lines.append(f"\n_{limit} newest of {frame.height} rows_")
+        lines.append(f"\n_{limit} {which} of {frame.height} rows_")
     return dg.MetadataValue.md("\n".join(lines))
 
 

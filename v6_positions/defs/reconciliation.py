@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from v6_positions.defs.assets import positions
+from v6_positions.defs.metadata import rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, settings_of
 from v6_positions.ib.batch import fetch_position_list
 from v6_positions.ib.position_list import broker_positions
@@ -82,15 +83,10 @@ def differences_markdown(outcome: ReconcileOutcome) -> dg.MarkdownMetadataValue:
         [
             {"kind": d.kind, "account": d.account, "conid": d.conid, "symbol": d.symbol,
              "book": d.book_position, "ib": d.broker_position}
-            for d in outcome.differences[:_SHOWN_DIFFERENCES]
+            for d in outcome.differences
         ]
     )  # fmt: skip
-    header = "| " + " | ".join(frame.columns) + " |"
-    lines = [header, "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows()]
-    if len(outcome.differences) > _SHOWN_DIFFERENCES:
-        lines.append(f"\n_first {_SHOWN_DIFFERENCES} of {len(outcome.differences)} differences_")
-    return dg.MetadataValue.md("\n".join(lines))
+    return rows_markdown(frame, limit=_SHOWN_DIFFERENCES, columns=tuple(frame.columns))
 
 
 reconcile_job = dg.define_asset_job(
