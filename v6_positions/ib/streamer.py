@@ -140,9 +140,9 @@ class PositionStreamer:
         self.valuations = ValuationSweep(
             self.ib, self.allocation.valuation_keys, self._on_valuation, self._streaming,
             interval_s=valuation_interval_s or settings.valuation_interval_s,
-            # With the rotating pool on, the sweep leaves it room: 2 x 8 + the pool's 20 (30 at most)
-            # messages/s stay under ib_async's 45/s throttle, so no request (the heartbeat among them) waits
-            # in its queue.
+            # With the rotating pool on, the sweep leaves it room: 2 x 8 + the pool's 20 messages/s (a 30
+            # burst at most) stay around the client's 40/s throttle (session.MAX_MESSAGES_PER_S), so a
+            # request (the heartbeat among them) waits at most a moment in its queue.
             per_second=valuations_per_second
             if settings.rotation_lines == 0
             else min(valuations_per_second, SWEEP_PER_SECOND_WITH_ROTATION),
