@@ -58,12 +58,21 @@ def stream_then_batch(
     )
     assert stream.success
     apply_partitions(instance, queue_tick(defs, instance))
-    schedule = defs.resolve_schedule_def("queued_positions_batch")
-    context = dg.build_schedule_context(
-        instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-    )
-    requests = schedule.evaluate_tick(context).run_requests or []
+    requests = batch_requests(defs, instance)
     assert requests, "the batch schedule found nothing to refresh"
     for request in requests:
         batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=request.tags)
         assert batch.success
+
+
+def batch_requests(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """One tick of the batch schedule: its run requests.
+
+    The context opens (and enters) its own instance from the ref; only `with` closes it. Left open, Dagster's
+    current defs-state storage keeps pointing at that instance after it is collected, and a later test's
+    Definitions load fails with "Attempted to resolve undefined DagsterInstance weakref"."""
+    schedule = defs.resolve_schedule_def("queued_positions_batch")
+    with dg.build_schedule_context(
+        instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
+    ) as context:
+        return list(schedule.evaluate_tick(context).run_requests or [])

@@ -14,14 +14,13 @@ import json
 import logging
 import os
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
-from defs_helpers import apply_partitions, queue_tick, tick
+from defs_helpers import apply_partitions, batch_requests, queue_tick, tick
 
 from v6_positions.config import ConfigError, Settings
 from v6_positions.definitions import build_definitions
@@ -83,12 +82,7 @@ def test_storage_secrets_never_reach_dagster_or_logs(
     queued = queue_tick(defs, instance)
     sensor_output += repr(queued)
     assert apply_partitions(instance, queued)
-    schedule = defs.resolve_schedule_def("queued_positions_batch")
-    requests = schedule.evaluate_tick(
-        dg.build_schedule_context(
-            instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-        )
-    ).run_requests
+    requests = batch_requests(defs, instance)
     sensor_output += repr(requests)
     batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=requests[0].tags)
     assert batch.success and PositionQueue(root, options).pending_count() == 0

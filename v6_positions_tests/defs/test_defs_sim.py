@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import dagster as dg
 import polars as pl
 import pytest
-from defs_helpers import apply_partitions, queue_tick, streamed_conids
+from defs_helpers import apply_partitions, batch_requests, queue_tick, streamed_conids
 
 from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
@@ -78,12 +76,7 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     assert table_rows(observed["strategy_registry"]["latest_active_legs"]) == min(10, len(active))
 
     # 3. The batch schedule asks for one range run; running it writes the rows and empties the queue.
-    schedule = defs.resolve_schedule_def("queued_positions_batch")
-    requests = schedule.evaluate_tick(
-        dg.build_schedule_context(
-            instance=instance, resources=defs.resources, scheduled_execution_time=datetime.now(UTC)
-        )
-    ).run_requests
+    requests = batch_requests(defs, instance)
     assert len(requests) == 1
     result = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=requests[0].tags)
     assert result.success
