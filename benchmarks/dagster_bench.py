@@ -47,14 +47,15 @@ from v6_positions_tests.postgres_server import PostgresServer, start_postgres  #
 
 T = TypeVar("T")
 
-BATCHED_SQLITE = {"module": "v6_positions.defs.sqlite_event_log", "class": "BatchedSqliteStorage"}
+BATCHED_SQLITE = {"module": "v6_positions.instance.sqlite_event_log", "class": "BatchedSqliteStorage"}
 
 # Dagster reads these from the environment of the process that writes the events (the run worker):
 # - DAGSTER_EVENT_BATCH_SIZE > 0 writes the per-partition materializations of a range run in batches
 #   (store_event_batch: dagster-postgres inserts a batch in one multi-row INSERT and updates the asset row
 #   once) instead of one INSERT + one asset-row UPDATE per partition, each on a fresh connection (the event
 #   log's engine uses NullPool). Dagster's SQLite event log stores a batch one event at a time (two commits
-#   each); on SQLite `tuned` also selects v6_positions.defs.sqlite_event_log (one commit per file per batch).
+#   each); on SQLite `tuned` also selects v6_positions.instance.sqlite_event_log (one commit per file per
+#   batch).
 # - DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS emits one "materialization planned" event per asset for
 #   a range instead of one per partition; our batch runs log no per-partition planned events in 1.13.27
 #   (measured: no effect), so it is not part of `tuned` (it would also stop failed runs' partitions from

@@ -44,9 +44,9 @@ import polars as pl
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.batch import refresh_contracts
+from v6_positions.defs.batch.refresh import refresh_contracts
 from v6_positions.defs.jobs import BATCH_JOB_NAME
-from v6_positions.ib.handlers import DeltaLakePositionWriter
+from v6_positions.ib.rows.handlers import DeltaLakePositionWriter
 from v6_positions.ib.streamer import PositionStreamer
 from v6_positions.lake import HistoryWriter, PositionQueue, StrategyRegistry
 from v6_positions.lake.history import PositionRow, write_rows

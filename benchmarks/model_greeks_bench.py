@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 from ib_async import IB
 
-from v6_positions.ib.historical import BarRequest, HistoricalPacer, UnderlyingCloses
+from v6_positions.ib.zero_line.underlying_bars import BarRequest, HistoricalPacer, UnderlyingCloses
 from v6_positions.risk.model_greeks import price_bounds, with_model_greeks
 from v6_positions.risk.underlying_prices import symbols_without_price, with_underlying_prices
 from v6_positions.simulator import Book, SimulatorThread, Underlying, load_book

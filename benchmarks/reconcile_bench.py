@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from deltalake import DeltaTable
 
 from v6_positions.config import Settings
-from v6_positions.ib.batch import fetch_position_list
-from v6_positions.ib.position_list import broker_positions
+from v6_positions.ib.account.position_list import broker_positions
+from v6_positions.ib.zero_line.position_fetch import fetch_position_list
 from v6_positions.lake.book_heal import heal_book
 from v6_positions.lake.history import write_rows
 from v6_positions.lake.positions import apply_to_positions

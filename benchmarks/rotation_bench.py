@@ -26,9 +26,9 @@ from datetime import UTC, date, datetime
 
 from ib_async import IB, Contract
 
-from v6_positions.ib.risk import LegRiskInput, risk_score
-from v6_positions.ib.rotation import RotationConfig, RotationScheduler
-from v6_positions.ib.rotator import LineRotator
+from v6_positions.ib.lines.pool import LineRotator
+from v6_positions.ib.routing.risk_score import LegRiskInput, risk_score
+from v6_positions.ib.routing.rotation import RotationConfig, RotationScheduler
 from v6_positions.simulator import SimulatorThread, load_book
 
 STREAM_ID = 10

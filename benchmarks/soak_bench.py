@@ -26,7 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v6_positions_tests"))
 from soak import SoakDriver  # noqa: E402  (the tests' folder is on sys.path)
 
-from v6_positions.defs.sqlite_event_log import EVENT_BATCH_ENV  # noqa: E402
+from v6_positions.instance.sqlite_event_log import EVENT_BATCH_ENV  # noqa: E402
 from v6_positions.simulator import SimulatorThread, load_book  # noqa: E402
 
 LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "local" / "dagster.yaml"

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from ib_async import IB
 
 from v6_positions.config import Settings
-from v6_positions.ib.handlers import DeltaLakePositionWriter
+from v6_positions.ib.rows.handlers import DeltaLakePositionWriter
 from v6_positions.ib.streamer import PositionStreamer
 from v6_positions.lake import HistoryWriter, PositionQueue, StrategyRegistry
 

@@ -12,10 +12,11 @@ from v6_positions.config import ConfigError
 # Modules that own a group of subcommands: each exposes `register(subparsers)`
 # and sets `handler=fn(args) -> int` on its parsers.
 SUBCOMMAND_MODULES = (
-    "v6_positions.lake.cli",
-    "v6_positions.simulator.cli",
-    "v6_positions.ib.cli",
-    "v6_positions.launch",
+    "v6_positions.commands.registry",
+    "v6_positions.commands.simulate",
+    "v6_positions.commands.stream",
+    "v6_positions.commands.status",
+    "v6_positions.commands.launch",
 )
 
 

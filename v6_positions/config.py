@@ -17,11 +17,29 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
-from v6_positions.ib.budget import LineBudget
-
 
 class ConfigError(ValueError):
     """A configuration variable holds a value we cannot use."""
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class LineBudget:
+    """How many streaming lines this process may hold: IB's per-account limit minus the lines kept free for
+    other clients (TWS, mobile, other bots). `Settings.budget` builds a process's one budget from
+    V6_MAX_LINES / V6_RESERVED_LINES; nothing else subtracts the reserve again."""
+
+    max_lines: int = 100
+    reserved: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_lines <= 0:
+            raise ValueError(f"max_lines={self.max_lines!r}: must be > 0")
+        if not 0 <= self.reserved < self.max_lines:
+            raise ValueError(f"reserved={self.reserved!r}: must be >= 0 and below max_lines={self.max_lines}")
+
+    @property
+    def available(self) -> int:
+        return self.max_lines - self.reserved
 
 
 class _Refused(ValueError):

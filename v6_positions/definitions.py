@@ -5,21 +5,16 @@ from __future__ import annotations
 import dagster as dg
 
 from v6_positions.config import Settings
-from v6_positions.defs import (
-    assets,
-    checks,
-    jobs,
-    queue_sensor,
-    reconciliation,
-    risk_assets,
-    risk_checks,
-    risk_schedules,
-    schedules,
-    sensors,
-    stream,
-    underlying_closes,
-)
+from v6_positions.defs import assets, checks, jobs, reconciliation, schedules
+from v6_positions.defs.batch import queue_sensor
+from v6_positions.defs.batch import schedule as batch_schedule
 from v6_positions.defs.resources import HealthThresholds, StreamSupervision, resources_from_settings
+from v6_positions.defs.risk import assets as risk_assets
+from v6_positions.defs.risk import checks as risk_checks
+from v6_positions.defs.risk import schedules as risk_schedules
+from v6_positions.defs.risk import underlying_closes
+from v6_positions.defs.stream import job as stream
+from v6_positions.defs.stream import supervisor
 
 
 def build_definitions(
@@ -60,9 +55,9 @@ def build_definitions(
             risk_schedules.risk_job,
             risk_schedules.eod_job,
         ],
-        sensors=[sensors.stream_supervisor, queue_sensor.queue_partitions],
+        sensors=[supervisor.stream_supervisor, queue_sensor.queue_partitions],
         schedules=[
-            schedules.build_batch_schedule(settings.batch_cron),
+            batch_schedule.build_batch_schedule(settings.batch_cron),
             schedules.health_check_schedule,
             schedules.lake_maintenance_schedule,
             schedules.queue_cleanup_schedule,

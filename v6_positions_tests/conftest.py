@@ -8,6 +8,9 @@ import pytest
 
 from v6_positions.simulator import SimulatorThread, load_book
 
+# The Dagster fixtures (instances on SQLite and PostgreSQL, Definitions on a temp lake): defs/ and instance/.
+pytest_plugins = ("dagster_fixtures",)
+
 
 @pytest.fixture
 def lake_root(tmp_path) -> str:

@@ -26,18 +26,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from v6_positions.commands.launch import register_demo_legs
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.heartbeat import STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.reconciliation import RECONCILE_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
+from v6_positions.defs.stream.heartbeat import STREAM_JOB_NAME
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.registry import StrategyRegistry
-from v6_positions.launch import register_demo_legs
 from v6_positions.simulator import SimulatorThread
 
-WORKER = Path(__file__).with_name("defs") / "stream_worker.py"
+WORKER = Path(__file__).parent / "defs" / "stream" / "stream_worker.py"
 Key = tuple[str, int]
 # Runs still log everything to the instance; only the console copy of every step event is left out.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -14,17 +14,17 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 
-from v6_positions.defs.batch import refresh_contracts
-from v6_positions.defs.heartbeat import live_stream_run
-from v6_positions.defs.metadata import age_seconds, rows_markdown
-from v6_positions.defs.partitions import (
+from v6_positions.defs.batch.partitions import (
     events_deferred,
     queued_contracts,
     report_failed,
     report_materialized,
 )
+from v6_positions.defs.batch.refresh import refresh_contracts
+from v6_positions.defs.metadata import age_seconds, rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of
-from v6_positions.ib.position_list import AccountNotManaged
+from v6_positions.defs.stream.heartbeat import live_stream_run
+from v6_positions.ib.account.position_list import AccountNotManaged
 from v6_positions.lake.history import PositionRow
 from v6_positions.lake.positions import read_positions
 

@@ -12,9 +12,9 @@ import dagster as dg
 import polars as pl
 
 from v6_positions.defs.assets import position_queue, positions, streamed_positions
-from v6_positions.defs.heartbeat import BUDGET_TAG, LINES_TAG, ROTATION_BOUND_TAG, judge_stream_runs
 from v6_positions.defs.metadata import age_seconds
 from v6_positions.defs.resources import HealthThresholds, IBResource, LakeResource, StreamSupervision
+from v6_positions.defs.stream.heartbeat import BUDGET_TAG, LINES_TAG, ROTATION_BOUND_TAG, judge_stream_runs
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue

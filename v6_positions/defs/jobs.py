@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from v6_positions.defs.assets import positions, queued_positions
-from v6_positions.defs.cleanup import cleanup_queue
-from v6_positions.defs.partitions import DEFER_EVENTS_TAG, queued_contracts
+from v6_positions.defs.batch.cleanup import cleanup_queue
+from v6_positions.defs.batch.partitions import DEFER_EVENTS_TAG, queued_contracts
 from v6_positions.defs.reconciliation import book_matches_ib
 from v6_positions.defs.resources import LakeResource
-from v6_positions.defs.risk_assets import risk_refresh
+from v6_positions.defs.risk.assets import risk_refresh
 from v6_positions.lake.maintenance import maintain
 
 BATCH_JOB_NAME = "queued_positions_batch_job"

@@ -14,8 +14,8 @@ import polars as pl
 from v6_positions.defs.assets import positions
 from v6_positions.defs.metadata import rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, settings_of
-from v6_positions.ib.batch import fetch_position_list
-from v6_positions.ib.position_list import broker_positions
+from v6_positions.ib.account.position_list import broker_positions
+from v6_positions.ib.zero_line.position_fetch import fetch_position_list
 from v6_positions.lake.reconcile import ReconcileOutcome, reconcile_book
 
 RECONCILE_JOB_NAME = "book_reconciliation"

@@ -19,7 +19,7 @@ from typing import TypeVar
 import dagster as dg
 
 from v6_positions.config import ENV_NAMES, ConfigError, Settings, credential_keys, env_texts
-from v6_positions.ib.client_ids import helper_client_ids
+from v6_positions.ib.connection.client_ids import helper_client_ids
 
 
 class _SettingsPart(dg.ConfigurableResource):

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from v6_positions.ib.reconcile_on_connect import ReconcileStats
-from v6_positions.ib.rotation import LegStatus, RotationSummary
+from v6_positions.ib.account.connect_reconcile import ReconcileStats
+from v6_positions.ib.routing.rotation import LegStatus, RotationSummary
 from v6_positions.lake.history import WriterStats
 
 if TYPE_CHECKING:

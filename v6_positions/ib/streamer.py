@@ -30,23 +30,23 @@ from datetime import UTC, datetime
 from ib_async import IB, PnLSingle, Position, Ticker
 
 from v6_positions.config import Settings
-from v6_positions.ib.account import AccountBook
-from v6_positions.ib.active_legs import ActiveLegs
-from v6_positions.ib.allocation import LineAllocation
-from v6_positions.ib.handlers import HandlerDispatcher, PositionUpdateHandler
-from v6_positions.ib.holdings import HoldingKey, apply_pnl
-from v6_positions.ib.lines import LineLedger
-from v6_positions.ib.queue_buffer import QueueBuffer
-from v6_positions.ib.ranking import RERANK_INTERVAL_S, RiskRanking
-from v6_positions.ib.reconcile_on_connect import ConnectReconciler
-from v6_positions.ib.rotator import stream_rotator
-from v6_positions.ib.routing import RoutingReport
-from v6_positions.ib.session import IBSession, SessionConfig
-from v6_positions.ib.sink import RowSink
-from v6_positions.ib.stream_errors import StreamErrors
+from v6_positions.ib.account.active_legs import ActiveLegs
+from v6_positions.ib.account.book import AccountBook
+from v6_positions.ib.account.connect_reconcile import ConnectReconciler
+from v6_positions.ib.account.holdings import HoldingKey, apply_pnl
+from v6_positions.ib.connection.session import IBSession, SessionConfig
+from v6_positions.ib.lines.allocation import LineAllocation
+from v6_positions.ib.lines.ledger import LineLedger
+from v6_positions.ib.lines.pool import stream_rotator
+from v6_positions.ib.lines.stream_errors import StreamErrors
+from v6_positions.ib.lines.subscriptions import SubscriptionRegistry, contract_label
+from v6_positions.ib.routing.plan import RoutingReport
+from v6_positions.ib.routing.ranking import RERANK_INTERVAL_S, RiskRanking
+from v6_positions.ib.rows.handlers import HandlerDispatcher, PositionUpdateHandler
+from v6_positions.ib.rows.queue_buffer import QueueBuffer
+from v6_positions.ib.rows.sink import RowSink
 from v6_positions.ib.stream_status import StreamStatus, collect_status
-from v6_positions.ib.subscriptions import SubscriptionRegistry, contract_label
-from v6_positions.ib.valuations import ValuationSweep
+from v6_positions.ib.zero_line.valuation_sweep import ValuationSweep
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
 

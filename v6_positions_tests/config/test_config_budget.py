@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from v6_positions.config import ENV_NAMES, ConfigError, Settings
-from v6_positions.ib.budget import LineBudget
+from v6_positions.config import ENV_NAMES, ConfigError, LineBudget, Settings
 
 
 def test_the_budget_is_the_limit_minus_the_reserve() -> None:

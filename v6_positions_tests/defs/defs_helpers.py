@@ -1,6 +1,7 @@
-"""Helpers shared by the Dagster tests (plain functions; fixtures live in conftest.py).
+"""Helpers shared by the Dagster tests (plain functions; fixtures live in dagster_fixtures.py).
 
-Bounded polls are `polling.wait_for`; demo legs are registered with `v6_positions.launch.register_demo_legs`.
+Bounded polls are `polling.wait_for`; demo legs are registered with
+`v6_positions.commands.launch.register_demo_legs`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
+from v6_positions.defs.stream.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
 from v6_positions.lake.tables import read_table
 
 

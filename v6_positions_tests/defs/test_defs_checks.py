@@ -9,8 +9,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from v6_positions.defs.heartbeat import LINES_TAG
 from v6_positions.defs.resources import HealthThresholds
+from v6_positions.defs.stream.heartbeat import LINES_TAG
 from v6_positions.lake.book_heal import refresh_positions
 from v6_positions.lake.history import PositionRow, write_rows
 from v6_positions.lake.queue import PositionQueue

@@ -11,11 +11,11 @@ from deltalake import DeltaTable
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
+from v6_positions.defs.batch.partitions import queued_contracts
+from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG
 from v6_positions.defs.jobs import BATCH_JOB_NAME
-from v6_positions.defs.partitions import queued_contracts
 from v6_positions.defs.reconciliation import RECONCILE_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
-from v6_positions.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from v6_positions.lake.positions import apply_to_positions, read_positions
 from v6_positions.lake.rows import PositionRow
 from v6_positions.simulator import SimulatorThread

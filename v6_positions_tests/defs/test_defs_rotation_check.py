@@ -7,7 +7,7 @@ import time
 
 from test_defs_checks import GATEWAY, healthy_lake, run_checks
 
-from v6_positions.defs.heartbeat import LINES_TAG, ROTATION_BOUND_TAG
+from v6_positions.defs.stream.heartbeat import LINES_TAG, ROTATION_BOUND_TAG
 
 
 def test_legs_within_twice_the_bound_pass_and_older_ones_fail(make_defs, instance, lake_root, add_stream_run):

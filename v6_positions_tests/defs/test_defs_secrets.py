@@ -22,14 +22,14 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 from defs_helpers import apply_partitions, batch_requests, queue_tick, tick
 
+from v6_positions.commands.launch import register_demo_legs
 from v6_positions.config import ConfigError, Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
+from v6_positions.defs.stream.heartbeat import GATEWAY_TAG, STREAM_JOB_NAME
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
-from v6_positions.launch import register_demo_legs
 
 
 def _files_containing(root: Path, needles: list[str]) -> dict[str, list[str]]:

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 from defs_helpers import apply_partitions, batch_requests, queue_tick, streamed_conids
 
-from v6_positions.defs.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
+from v6_positions.commands.launch import register_demo_legs
 from v6_positions.defs.jobs import BATCH_JOB_NAME
+from v6_positions.defs.stream.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
-from v6_positions.launch import register_demo_legs
 from v6_positions.simulator import load_book
 
 STREAM_DURATION_S = 10.0  # a bounded stream run: long enough to connect, route and flush a few times

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
-from v6_positions.defs.heartbeat import GATEWAY_TAG
+from v6_positions.defs.stream.heartbeat import GATEWAY_TAG
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 from polling import wait_until
 
+from v6_positions.commands.launch import register_demo_legs
 from v6_positions.config import Settings
-from v6_positions.ib.handlers import DeltaLakePositionWriter
-from v6_positions.ib.session import SessionConfig
+from v6_positions.ib.connection.session import SessionConfig
+from v6_positions.ib.rows.handlers import DeltaLakePositionWriter
 from v6_positions.ib.streamer import PositionStreamer
 from v6_positions.lake import HistoryWriter, PositionQueue, StrategyRegistry, read_table
-from v6_positions.launch import register_demo_legs
 from v6_positions.simulator import SimulatorThread, load_book
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import polars as pl
 from ib_async import Contract
 
-from v6_positions.ib.cli import status_line
+from v6_positions.commands.stream import status_line
 
 
 def test_restart_with_five_seconds_down_reconnects_and_resumes(sim, kit):
@@ -67,7 +67,7 @@ def test_1101_resubscribes_and_1102_changes_nothing(sim, kit):
 def test_1100_while_the_heartbeat_answers_waits_then_renews_only_after_the_grace_period(sim, kit):
     from dataclasses import replace
 
-    from v6_positions.ib.session import SessionConfig
+    from v6_positions.ib.connection.session import SessionConfig
 
     kit.register_demo_legs(sim, count=3)
     settings = kit.settings(sim.port)
@@ -118,7 +118,7 @@ def test_101_caps_the_lines_at_what_ib_grants_and_the_rest_wait_queued_at_priori
 def test_a_second_stream_on_the_same_client_id_waits_and_takes_no_line(sim, kit):
     from dataclasses import replace
 
-    from v6_positions.ib.session import SessionConfig
+    from v6_positions.ib.connection.session import SessionConfig
 
     kit.register_demo_legs(sim, count=2)
     first = kit.streamer(kit.settings(sim.port, ib_client_id=20))
@@ -160,7 +160,7 @@ def test_a_helper_whose_id_range_is_busy_backs_off_then_connects_when_one_frees(
     from ib_async import IB
 
     from v6_positions.config import Settings
-    from v6_positions.ib.session import BATCH_FETCH, IBSession, SessionConfig
+    from v6_positions.ib.connection.session import BATCH_FETCH, IBSession, SessionConfig
 
     settings = Settings(ib_port=sim.port, ib_client_id=49)  # helpers: 50..58; this one may use 50 and 51
     config = replace(SessionConfig.from_settings(settings), client_id=50, client_id_count=2,

@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from lake_helpers import Lake
 
-from v6_positions.lake import cli
+from v6_positions.commands import registry as cli
 from v6_positions.lake.errors import LakeSchemaError
 from v6_positions.lake.registry import InvalidRegistryRow, StrategyRegistry
 from v6_positions.lake.tables import read_table

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from deltalake.exceptions import CommitFailedError
 from s3_server import REGION, S3Server
 
-from v6_positions.lake import cli
+from v6_positions.commands import registry as cli
 from v6_positions.lake.errors import LakeError
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from v6_positions.commands.launch import register_demo_legs
 from v6_positions.lake.history import write_rows
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.rows import PositionRow
-from v6_positions.launch import register_demo_legs
 from v6_positions.risk.aggregates import coverage, strategy_risk, underlying_risk
 from v6_positions.risk.position_risk import position_risk, strategy_legs
 from v6_positions.risk.refresh import compute_risk

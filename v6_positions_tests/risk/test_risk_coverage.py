@@ -17,14 +17,14 @@ import numpy as np
 import polars as pl
 from ib_async import Contract
 
-from v6_positions.defs.underlying_closes import REFRESH_AFTER_S
-from v6_positions.ib.holdings import Holding, apply_pnl
-from v6_positions.ib.updates import row_from_holding
+from v6_positions.commands.launch import DEMO_STEP_MINUTES, DEMO_TICK_INTERVAL_S, register_demo_legs
+from v6_positions.defs.risk.underlying_closes import REFRESH_AFTER_S
+from v6_positions.ib.account.holdings import Holding, apply_pnl
+from v6_positions.ib.rows.observations import row_from_holding
 from v6_positions.lake.history import write_rows
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.registry import StrategyRegistry
 from v6_positions.lake.rows import PositionRow
-from v6_positions.launch import DEMO_STEP_MINUTES, DEMO_TICK_INTERVAL_S, register_demo_legs
 from v6_positions.risk.aggregates import coverage
 from v6_positions.risk.refresh import compute_risk
 from v6_positions.risk.underlying_prices import symbols_without_price

@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 from conftest import connect_ib, control_call, wait_until
 
-from v6_positions.simulator import cli, demo_strategy_legs
+from v6_positions.commands import simulate as cli
+from v6_positions.simulator import demo_strategy_legs
 
 
 def test_control_api_endpoints(sim) -> None:

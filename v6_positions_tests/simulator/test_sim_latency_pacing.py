@@ -8,7 +8,8 @@ import time
 import pytest
 from conftest import connect_ib, connected, control_status, option_contracts, wait_until
 
-from v6_positions.simulator import SimulatorThread, cli, load_book
+from v6_positions.commands import simulate as cli
+from v6_positions.simulator import SimulatorThread, load_book
 from v6_positions.simulator.framing import encode_message
 
 

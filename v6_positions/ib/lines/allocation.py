@@ -1,0 +1,335 @@
+"""Which held active legs hold a streaming line now, and how the stream gets there from where it is.
+
+Owns the routing outcome (queued holdings and their priorities, reports, demotions) and applies each plan
+politely: one new stream at a time, each confirmed by IB (tickReqParams, data, or silence past a timeout)
+before the next, so a full account answers one 101, never a burst. How many lines the stream may hold, and
+how they split between long-lived streams and the rotating pool, comes from the line ledger (`lines.py`),
+which every line goes through; while IB caps the lines, the split gives the one line beyond the grant (the
+probe, paced by the ledger) to one more long-lived stream. Legs that do not fit rotate through the pool when
+it is on (`rotator.py`); the queue backs them all.
+
+One module (~330 lines): the plan, its one-at-a-time application and IB's verdicts on each stream all
+read and write the same pending adds, queued holdings and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from v6_positions.ib.account.active_legs import ActiveLegs
+from v6_positions.ib.account.book import AccountBook
+from v6_positions.ib.account.holdings import Holding, HoldingKey
+from v6_positions.ib.connection.session import IBSession
+from v6_positions.ib.lines.ledger import STREAM, LineLedger, quiet_refusal_lines
+from v6_positions.ib.lines.pool import LineRotator
+from v6_positions.ib.lines.subscriptions import SubscriptionRegistry, contract_label, stream_contract
+from v6_positions.ib.routing.plan import RoutingPlan, RoutingReport, route
+from v6_positions.ib.routing.ranking import RiskRanking
+from v6_positions.ib.rows.queue_buffer import QueueBuffer
+
+log = logging.getLogger(__name__)
+
+# How often unconfirmed new streams are checked for IB's acceptance (tickReqParams), only while there are any.
+CONFIRM_POLL_S = 0.01
+
+
+class LineAllocation:
+    def __init__(
+        self,
+        *,
+        rotation_lines: int,
+        account: AccountBook,
+        legs: ActiveLegs,
+        subs: SubscriptionRegistry,
+        lines: LineLedger,
+        rotator: LineRotator | None,
+        ranking: RiskRanking,
+        queue_buffer: QueueBuffer,
+        session: IBSession,
+        synced: Callable[[], bool],
+        confirm_timeout_s: float,
+        on_cancelled: Callable[[int], None] = lambda conid: None,
+    ) -> None:
+        self.rotation_lines = rotation_lines
+        self.account, self.legs, self.subs, self.lines = account, legs, subs, lines
+        self.rotator, self.ranking, self.queue_buffer, self.session = rotator, ranking, queue_buffer, session
+        self._synced = synced
+        self.confirm_timeout_s = confirm_timeout_s
+        self._on_cancelled = on_cancelled  # a stream the plan no longer wants was cancelled
+        self.demoted: dict[int, str] = {}  # conid -> IB's reason (200/354): queued until deactivated
+        self.queued: dict[HoldingKey, int] = {}  # routed to the queue -> priority last sent
+        self.reports: dict[tuple[int, str], RoutingReport] = {}
+        # From the last plan: legs to stream once the stream in flight is confirmed. Lets each confirmation
+        # add the next stream without re-routing.
+        self._pending_adds: list[int] = []
+        self._pool = 0  # lines the rotating pool may hold now (from the last route)
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._awaiting_confirmation = asyncio.Event()
+        self._wake_timer: asyncio.TimerHandle | None = None
+        # The grant or the probe changed, or a line freed up for a waiting stream: route again.
+        lines.watch(self.mark_dirty)
+        quiet_refusal_lines()  # ib_async logs every 101; the ledger logs each change of the grant
+
+    # -- what the stream holds -----------------------------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        """The configured line budget (V6_MAX_LINES - V6_RESERVED_LINES); IB may grant fewer (`lines.py`)."""
+        return self.lines.configured
+
+    def lines_held(self) -> int:
+        """Lines this stream holds at IB: long-lived streams, the rotating pool's and the probe's."""
+        return self.lines.held
+
+    def requeue(self, holding: Holding) -> None:
+        """A queued holding changed: coalesced, many refreshes before the next flush are one queue row."""
+        priority = self.queued.get(holding.key)
+        if priority is not None:
+            self.queue_buffer.put(holding, priority)
+
+    def valuation_keys(self) -> list[HoldingKey]:
+        """Holdings the valuation sweep refreshes: every queued one, most urgent first (rotating legs get
+        fresh quotes from the pool and are left out)."""
+        rotating = self.rotator.contracts if self.rotator is not None else {}
+        keys = [key for key in self.queued if key[1] not in rotating]
+        return sorted(keys, key=lambda key: (self.queued[key], key))
+
+    def deactivated(self, conids: Iterable[int]) -> None:
+        for conid in conids:
+            if self.demoted.pop(conid, None) is not None:
+                log.info("conid=%s no longer active: demotion cleared", conid)
+
+    # -- reconcile -----------------------------------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile whenever something changed, until `stop`."""
+        while not stop.is_set():
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not self._synced():
+                continue
+            try:
+                await self.reconcile()
+            except Exception:  # one bad reconcile must not end following change for the whole run
+                log.exception("reconcile failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self.mark_dirty()
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            self._reconcile_now()
+
+    async def renew_after_data_lost(self) -> int:
+        """1101: IB dropped every subscription, the socket stayed: request every stream again."""
+        async with self._lock:
+            if self.rotator is not None:
+                self.rotator.connection_lost()  # the pool starts over with the next poll
+            count = self.subs.replay(renew_live=True)
+        self._awaiting_confirmation.set()
+        return count
+
+    def _route(self) -> RoutingPlan:
+        held = self.account.held()
+        limit = self.lines.limit
+        if self.lines.capped and limit < self.budget:
+            reason = (f"account full at IB: {self.lines.cap} lines granted to this stream "
+                      f"(budget {self.budget}); other clients hold the rest, probing for more")
+        else:
+            reason = f"line budget {self.budget} is full"
+        rank = self._rank() if self.rotator is not None else None
+        active, sec_types = self.legs.conids, self.account.stream_sec_types
+        plan = route(
+            held, active, limit, sec_types,
+            currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+        )
+        self._pool = 0
+        if self.rotator is not None and plan.unfit:
+            # Some active legs do not fit: a pool of lines rotates through them; the riskiest keep the rest.
+            wanting = len(plan.streamed) + len(plan.unfit)
+            long_lived, self._pool = self.lines.split(wanting, self.rotation_lines)
+            if self._pool:
+                reason = f"{reason}; rotating through a pool of {self._pool} ({long_lived} long-lived lines)"
+                plan = route(
+                    held, active, long_lived, sec_types,
+                    currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+                )
+        return plan
+
+    def _rank(self) -> dict[int, float]:
+        rotator = self.rotator
+        return self.ranking.rank(
+            self.account.ranked_legs(self.legs.conids),
+            lambda conid: self.subs.ticker(conid) or (rotator.ticker(conid) if rotator else None),
+        )
+
+    def _reconcile_now(self) -> None:
+        for conid in self.subs.overdue(self.confirm_timeout_s):  # silent past the timeout: the line is held
+            self.confirmed(conid)
+        plan = self._route()
+        wanted = set(plan.streamed)
+        connected = self.session.connected
+        for conid in self.subs.desired - wanted:
+            self.subs.remove(conid, connected=connected)
+            self._on_cancelled(conid)
+            log.info("stream cancelled: conid=%s", conid)
+        if connected:
+            replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
+            if replayed:
+                log.info("re-subscribed %d streams", replayed)
+                self._awaiting_confirmation.set()
+            # One new stream at a time, each confirmed by IB first: a full account costs one 101.
+            self._pending_adds = [conid for conid in plan.streamed if conid not in self.subs.desired]
+            if not self.subs.unconfirmed:
+                self._add_pending()
+        queued_now: dict[HoldingKey, int] = {}
+        for decision in plan.queued:
+            key = (decision.account, decision.conid)
+            queued_now[key] = decision.priority
+            if self.queued.get(key) != decision.priority:
+                holding = self.account.holdings.get(key)
+                if holding is not None:
+                    self.queue_buffer.put(holding, decision.priority, force=True)
+        self.queued = queued_now
+        self.account.set_streamed(wanted)
+        self._log_report_changes(plan.reports)
+        self._rotate(plan)
+        self._schedule_wake()
+
+    def _rotate(self, plan: RoutingPlan) -> None:
+        """Hand the legs that did not fit to the rotating pool (they stay queued too: the batch backs it)."""
+        if self.rotator is None:
+            return
+        legs = {}
+        for conid in plan.unfit if self._pool else ():
+            holding = self.account.holding_for(conid)
+            if holding is not None:
+                legs[conid] = stream_contract(holding.contract)
+        self.rotator.set_legs(legs, self.ranking.scores)
+        self.rotator.set_budget(self._pool)
+
+    def _log_report_changes(self, reports: Iterable[RoutingReport]) -> None:
+        current = {(r.conid, r.kind): r for r in reports}
+        # While IB caps the lines, the probed leg flips between streamed and unfit on every probe: the ledger
+        # logs each change of the grant, so these flips are no news.
+        flipping = self.lines.capped
+        for key, report in current.items():
+            if key not in self.reports:
+                if report.kind == "over_budget" and flipping:
+                    level = logging.DEBUG
+                elif report.kind == "leg_not_held":
+                    level = logging.INFO
+                else:
+                    level = logging.WARNING
+                log.log(level, "routing report: conid=%s %s: %s", report.conid, report.kind, report.detail)
+        for key in self.reports.keys() - current.keys():
+            level = logging.DEBUG if key[1] == "over_budget" and flipping else logging.INFO
+            log.log(level, "routing report cleared: conid=%s %s", key[0], key[1])
+        self.reports = current
+
+    def _schedule_wake(self) -> None:
+        """Reconcile again when the next probe is due or a silent new stream reaches its confirm timeout (a
+        probe due now is in this route's limit already: no wake for it, so never a busy loop)."""
+        delays = []
+        probe_in = self.lines.seconds_to_probe()
+        if probe_in and any(r.kind == "over_budget" for r in self.reports.values()):
+            delays.append(probe_in)
+        now = time.monotonic()
+        for conid in self.subs.unconfirmed:
+            requested = self.subs.requested_at(conid)
+            if requested is not None:
+                delays.append(max(0.0, requested + self.confirm_timeout_s - now))
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+        if delays:
+            self._wake_timer = asyncio.get_running_loop().call_later(min(delays) + 0.01, self.mark_dirty)
+
+    def cancel_wake(self) -> None:
+        """Stopping: no more reconciles nor adds."""
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+
+
+    # -- one new stream at a time --------------------------------------------------------------------------
+    def _add_pending(self) -> bool:
+        """Request the next stream the last plan wanted; True when one was requested. With no line free (the
+        pool has not given its lines back yet) it waits: the ledger calls back when one frees up."""
+        while self._pending_adds:
+            conid = self._pending_adds[0]
+            holding = self.account.holding_for(conid)
+            gone = conid in self.subs.desired or conid not in self.legs.conids or conid in self.demoted
+            if gone or holding is None:
+                self._pending_adds.pop(0)
+                continue
+            if not self._start_stream(conid, holding):
+                return False
+            self._pending_adds.pop(0)
+            return True
+        return False
+
+    def _start_stream(self, conid: int, holding: Holding) -> bool:
+        if self.rotator is not None:
+            self.rotator.release(conid)  # promoted from the pool: its rotating line goes first
+        if not self.lines.take(STREAM, conid):
+            return False
+        self.subs.add(conid, stream_contract(holding.contract), connected=True)
+        level = logging.DEBUG if self.lines.is_probe(STREAM, conid) else logging.INFO  # a probe is no news
+        log.log(level, "stream requested: conid=%s %s", conid, contract_label(holding.contract))
+        self.account.add_streamed(conid)
+        self._awaiting_confirmation.set()
+        return True
+
+    def _advance(self) -> None:
+        """After a confirmation: the next planned stream without re-routing every holding (one route per new
+        line would be O(lines x holdings) at start-up); when none is left, one full route settles the rest."""
+        if self.subs.unconfirmed or not self._synced() or not self.session.connected:
+            return
+        if self._add_pending():
+            return
+        self.mark_dirty()
+
+    def data_arrived(self, conid: int) -> None:
+        """Ticks for `conid`: they confirm its new stream only once IB answered this request (its tick
+        parameters). ib_async keeps one Ticker per contract, so late ticks of an earlier request on the same
+        contract (a pool line just given up) must not pass for IB's answer: a 101 may still come."""
+        if self.subs.answered(conid):
+            self.confirmed(conid)
+
+    def confirmed(self, conid: int) -> None:
+        """IB holds the line of `conid` (data, tick parameters, a warning, or silence past the timeout); the
+        ledger counts it as evidence of a grant."""
+        if self.subs.confirm(conid):
+            self._advance()
+
+    async def confirm_loop(self, stop: asyncio.Event) -> None:
+        """IB accepts a reqMktData with tickReqParams at once (ib_async sets `ticker.minTick`, no event),
+        while the first quote may take a while: accepting on it keeps one-at-a-time subscription fast."""
+        while not stop.is_set():
+            await self._awaiting_confirmation.wait()
+            self._awaiting_confirmation.clear()
+            while self.subs.unconfirmed and not stop.is_set():
+                for conid in self.subs.accepted():
+                    self.confirmed(conid)
+                await asyncio.sleep(CONFIRM_POLL_S)
+
+    # -- IB's verdicts ---------------------------------------------------------------------------------------
+    def refused(self, conid: int) -> None:
+        """101: the account is full now (other clients hold the lines), not the contract's fault. The leg
+        waits queued at top priority and streams again as soon as a probe finds a free line. The ledger
+        logs the cap when it changes (a refused probe is no news)."""
+        self.lines.refuse(STREAM, conid)
+        self.subs.remove(conid, connected=self.session.connected)  # no line was held
+        log.debug("101 on conid=%s: account full at IB", conid)
+        self.mark_dirty()
+
+    def demote(self, conid: int, reason: str) -> None:
+        """IB refused the contract (200, 354, ...): it waits in the queue until deactivated."""
+        self.demoted[conid] = reason
+        self.subs.remove(conid, connected=self.session.connected)  # frees ib_async's Ticker; no line was held
+        log.warning("stream rejected by IB, demoted to the queue: conid=%s %s", conid, reason)
+        self.mark_dirty()
