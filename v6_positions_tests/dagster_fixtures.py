@@ -1,4 +1,4 @@
-"""The Dagster fixtures (a plugin of the root conftest): a persistent test instance, Definitions on a temp lake."""
+"""The Dagster fixtures (a plugin of the root conftest): a persistent test instance, Definitions on a lake."""
 
 from __future__ import annotations
 
