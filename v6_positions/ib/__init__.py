@@ -4,6 +4,7 @@ No Dagster here; `v6_positions.defs` wraps it.
 streamer.py       PositionStreamer: builds the owners below, in dependency order, and routes IB's events
 stream_status.py  StreamStatus: the snapshot every owner contributes its own stats to
 periodic.py       the wait of every periodic loop (sleep an interval, or end at once on stop)
+ib_values.py      IB's value conventions (sentinels mean missing; which price represents a contract)
 connection/       the read-only session, clientIds, backoff, IB's message codes
 account/          what the account holds, IB's complete position list, the active legs
 routing/          pure decisions: stream, rotate or queue; the risk score and the rotation schedule

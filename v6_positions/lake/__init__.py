@@ -1,6 +1,15 @@
-"""Delta Lake tables of v6-positions: schemas, registry, queue, history writer, positions, maintenance.
+"""The Delta Lake tables: no IB, no Dagster (Dagster code wraps this layer).
 
-No Dagster imports here: Dagster code wraps this layer.
+schemas.py rows.py validation.py   every table's schema; the row records and their field rules
+tables.py versions.py properties.py   opening and reading tables; "did it change?"; table properties
+registry.py                        StrategyRegistry: the bots' interface (active legs)
+queue.py queue_merges.py queue_reads.py   PositionQueue: its writes (MERGEs) and reads (due, change feed)
+history.py                         history writers (micro-batched, coalesced, capped)
+positions.py book_heal.py          the current book, merged newest-wins; healed from history across crashes
+reconcile.py                       the book against IB's position list, and its repairs
+maintenance.py                     compaction, vacuum, retention
+status.py                          what `v6-positions status` prints: versions, backlog, ages
+errors.py                          the lake's errors, each naming what to fix
 """
 
 from v6_positions.lake.book_heal import heal_book, refresh_positions

@@ -1,8 +1,11 @@
 """TWS-API gateway simulator: the unmodified ib_async client connects to it over TCP as to IB Gateway.
 
-framing (wire) -> session (one connection) -> dispatch (request table) -> the state owners the server wires
-together (clients, lines, feed, valuation, accounts, book_changes, details) over book + market (prices);
-control (HTTP API) and runner (background thread) drive it; cli starts it from the command line.
+framing.py -> session.py (one connection) -> dispatch.py (request table) -> requests.py (fields) -> the state
+owners server.py wires: clients.py (clientIds), lines.py (market-data lines), feed.py + ticks.py (market
+data), valuation.py (positions, portfolio, PnL), accounts.py (subscriptions), book_changes.py, details.py
+(contract details), historical.py (bars), stats.py (counters); over book.py + book_file.py + demo_books.py
+(the books) and market.py + pricing.py (prices); protocol.py holds the message layouts. control.py (HTTP
+API) and runner.py (a background thread) drive it; `v6-positions simulate` (commands/simulate.py) starts it.
 """
 
 from v6_positions.simulator.book import (

@@ -18,8 +18,7 @@ from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
 from v6_positions.ib.account.book import AccountBook, mark_closed
-from v6_positions.ib.account.holdings import apply_pnl
-from v6_positions.ib.rows.queue_buffer import queue_item
+from v6_positions.ib.account.holdings import apply_pnl, queue_item
 from v6_positions.lake import queue_merges as merges
 from v6_positions.lake.history import PositionRow, write_rows
 from v6_positions.lake.positions import read_positions

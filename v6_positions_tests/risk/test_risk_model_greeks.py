@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 from polling import wait_until
 
-from v6_positions.ib.rows.ib_values import merge_greeks, price_with_source
+from v6_positions.ib.ib_values import merge_greeks, price_with_source
 from v6_positions.risk.model_greeks import (
     INTRINSIC_TOLERANCE,
     ModelGreeksCounts,

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ib_async import Contract, Position
+from ib_async import Position
 
 from v6_positions.ib.account.holdings import Holding, HoldingKey, holding_from_position
 from v6_positions.ib.routing.plan import Held
+from v6_positions.ib.routing.ranking import RankedLeg
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,6 @@ Change = Literal["opened", "changed", "closed"]
 class PositionChange:
     kind: Change
     holding: Holding
-
-
-@dataclass(slots=True)
-class RankedLeg:
-    """A held, streamable, active leg as the risk ranking sees it: its contract and its sizes per account."""
-
-    contract: Contract
-    positions: list[float]
 
 
 def account_error(account: str, managed: list[str]) -> str | None:

@@ -8,8 +8,9 @@ from datetime import datetime
 from ib_async import Contract, Position
 
 from v6_positions.contracts import normalize_right, parse_multiplier
-from v6_positions.ib.rows.ib_values import clean_number, clean_price
-from v6_positions.lake.rows import Valuation
+from v6_positions.ib.ib_values import clean_number, clean_price
+from v6_positions.lake.rows import QueueItem, Valuation
+from v6_positions.lake.schemas import PAYLOAD_COLUMNS
 
 HoldingKey = tuple[str, int]  # (account, conid): the queue's key; one contract may sit in several accounts
 
@@ -93,3 +94,15 @@ def apply_pnl(
     holding.daily_pnl = clean_number(daily)
     holding.payload_time = now
     return True
+
+
+def queue_item(holding: Holding, priority: int) -> QueueItem:
+    """The position_queue row of a holding: its contract (normalised by Holding.held_contract), its
+    multiplier when a whole number, and its payload (Holding's payload fields are the queue's columns)."""
+    multiplier = holding.multiplier
+    return QueueItem(
+        **holding.held_contract(),  # type: ignore[arg-type]
+        multiplier=int(multiplier) if multiplier == int(multiplier) and multiplier > 0 else None,
+        priority=priority,
+        **{name: getattr(holding, name) for name in PAYLOAD_COLUMNS},  # type: ignore[arg-type]
+    )

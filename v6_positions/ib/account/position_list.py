@@ -16,8 +16,7 @@ from datetime import datetime
 from ib_async import Position
 
 from v6_positions.ib.account.book import account_error
-from v6_positions.ib.account.holdings import holding_from_position
-from v6_positions.ib.rows.queue_buffer import queue_item
+from v6_positions.ib.account.holdings import holding_from_position, queue_item
 from v6_positions.lake.reconcile import TOP_PRIORITY, BrokerPositions
 
 Key = tuple[str, int]

@@ -27,10 +27,10 @@ from ib_async import Contract, Ticker
 from v6_positions.config import Settings
 from v6_positions.contracts import is_option
 from v6_positions.ib.connection.message_codes import MAX_TICKERS, PACING, SUBSCRIPTION_REJECTED
+from v6_positions.ib.ib_values import clean_price, price_with_source
 from v6_positions.ib.lines.ledger import POOL, LineLedger, standalone_ledger
 from v6_positions.ib.periodic import stopped_within
 from v6_positions.ib.routing.rotation import Action, RotationConfig, RotationScheduler
-from v6_positions.ib.rows.ib_values import clean_price, price_with_source
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Who gets the long-lived lines when active legs outnumber them: each leg's risk score (`risk.py`) from its
-contract, its positions across accounts and IB's newest model greeks.
+"""Who gets the long-lived lines when active legs outnumber them: each leg's risk score (`risk_score.py`) from
+its contract, its positions across accounts and IB's newest model greeks.
 
 Scores are recomputed every RERANK_INTERVAL_S only (a new leg is scored at once): between re-ranks the
 long-lived set stays put, so lines never churn on every tick of drifting greeks.
@@ -11,20 +11,27 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from ib_async import Ticker
+from ib_async import Contract, Ticker
 
-from v6_positions.ib.account.book import RankedLeg
+from v6_positions.ib.ib_values import clean_price
 from v6_positions.ib.routing.risk_inputs import combined_position, leg_risk_input
 from v6_positions.ib.routing.risk_score import risk_score
-from v6_positions.ib.rows.ib_values import clean_price
 
 log = logging.getLogger(__name__)
 
 # How often the legs are ranked again while some rotate (greeks and prices move the risk scores).
 RERANK_INTERVAL_S = 10.0
+
+
+@dataclass(slots=True)
+class RankedLeg:
+    """A held, streamable, active leg as the risk ranking sees it: its contract and its sizes per account."""
+
+    contract: Contract
+    positions: list[float]
 
 
 class RiskRanking:

@@ -11,8 +11,8 @@ from typing import Any
 from ib_async import Contract
 
 from v6_positions.contracts import is_option, normalize_right, parse_multiplier
+from v6_positions.ib.ib_values import clean_delta, clean_gamma, clean_implied_vol, clean_price
 from v6_positions.ib.routing.risk_score import LegRiskInput
-from v6_positions.ib.rows.ib_values import clean_delta, clean_gamma, clean_implied_vol, clean_price
 
 
 def combined_position(positions: Iterable[float]) -> float:

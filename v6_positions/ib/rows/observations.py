@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from ib_async import Ticker
 
 from v6_positions.ib.account.holdings import Holding
-from v6_positions.ib.rows.ib_values import choose_price, clean_implied_vol, clean_price, merge_greeks
+from v6_positions.ib.ib_values import choose_price, clean_implied_vol, clean_price, merge_greeks
 from v6_positions.lake.rows import PositionRow
 
 

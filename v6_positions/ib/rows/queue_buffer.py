@@ -7,11 +7,10 @@ import asyncio
 import logging
 from dataclasses import fields
 
-from v6_positions.ib.account.holdings import Holding, HoldingKey
+from v6_positions.ib.account.holdings import Holding, HoldingKey, queue_item
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.rows import QueueItem
-from v6_positions.lake.schemas import PAYLOAD_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +82,3 @@ class QueueBuffer:
 
 def _signature(item: QueueItem) -> tuple:
     return tuple(getattr(item, name) for name in _SIGNATURE)
-
-
-def queue_item(holding: Holding, priority: int) -> QueueItem:
-    """The position_queue row of a holding: its contract (normalised by Holding.held_contract), its
-    multiplier when a whole number, and its payload (Holding's payload fields are the queue's columns)."""
-    multiplier = holding.multiplier
-    return QueueItem(
-        **holding.held_contract(),  # type: ignore[arg-type]
-        multiplier=int(multiplier) if multiplier == int(multiplier) and multiplier > 0 else None,
-        priority=priority,
-        **{name: getattr(holding, name) for name in PAYLOAD_COLUMNS},  # type: ignore[arg-type]
-    )

@@ -26,7 +26,7 @@ from ib_async import IB, Contract, Stock
 from v6_positions.config import Settings
 from v6_positions.ib.connection.client_ids import HELPER_ID_COUNT, helper_id_range
 from v6_positions.ib.connection.session import BATCH_FETCH, IBSession, SessionConfig
-from v6_positions.ib.rows.ib_values import clean_price
+from v6_positions.ib.ib_values import clean_price
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ import pytest
 from ib_async import Contract, OptionComputation, Position, Ticker
 
 from v6_positions.contracts import parse_multiplier
-from v6_positions.ib.account.holdings import apply_pnl, holding_from_position
-from v6_positions.ib.rows.ib_values import choose_price, clean_delta, clean_number, clean_price
+from v6_positions.ib.account.holdings import apply_pnl, holding_from_position, queue_item
+from v6_positions.ib.ib_values import choose_price, clean_delta, clean_number, clean_price
 from v6_positions.ib.rows.observations import row_from_ticker
-from v6_positions.ib.rows.queue_buffer import queue_item
 from v6_positions.lake.rows import validated_record
 
 SENTINELS = [-1, 1.7976931348623157e308, 2147483647, math.nan, math.inf, None]

@@ -10,7 +10,7 @@ import time
 import pytest
 from ib_async import IB, Contract, OptionComputation
 
-from v6_positions.ib.rows.ib_values import (
+from v6_positions.ib.ib_values import (
     Greeks,
     choose_price,
     clean_delta,
