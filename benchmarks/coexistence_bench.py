@@ -1,9 +1,11 @@
-"""Sharing the gateway with the trader's bot: this design against the previous one (commit d82c738), and the
-rotating pool on (the default) and off against the line handling before the one ledger of lines (ba67afb).
+"""Sharing the gateway with the trader's bot, measured on this tree and on two commits of its history:
+d82c738, the repository's first design, in the scenarios "lines" and "account updates"; ba67afb, the last
+tree whose lines were not all held in one ledger (`ib/lines/ledger.py`), in "freed lines", next to this
+tree with its rotating pool on (the default) and off.
 
-Both designs run the same way: `v6-positions stream` in its own process (the previous design from a copy of
-d82c738's package made with `git archive` in a temp dir, never committed; see BOOT), the current simulator in
-its own process, and the trader's bot as an unmodified ib_async client in this process.
+Every tree runs the same way: `v6-positions stream` in its own process (a commit's package extracted with
+`git archive` into a temp dir, never checked out; see BOOT), the current simulator in its own process, and
+the trader's bot as an unmodified ib_async client in this process.
 
 Scenario "lines": the account has 100 lines; the bot holds 90; the stream has 50 active legs. Counts the
 101s the stream got while the bot held the lines, then the bot frees its 90 lines and the time until the
@@ -47,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stream_bench import start_simulator as start_simulator_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-OLD_COMMIT = "d82c738"
-BEFORE_LEDGER_COMMIT = "ba67afb"  # the last commit before the one ledger of lines
+FIRST_DESIGN_COMMIT = "d82c738"
+BEFORE_LEDGER_COMMIT = "ba67afb"
 STREAM_ID = 10
 BOT_ID = 70
 
@@ -82,7 +84,7 @@ def python_in(tree: Path, target: str) -> list[str]:
     return [sys.executable, "-c", BOOT, str(tree), target]
 
 
-def old_tree(tmp: Path, commit: str = OLD_COMMIT) -> Path:
+def old_tree(tmp: Path, commit: str = FIRST_DESIGN_COMMIT) -> Path:
     """A commit's package, extracted (not checked out: the working tree is shared)."""
     target = tmp / f"old-{commit}"
     target.mkdir()
@@ -220,7 +222,7 @@ def account_scenario(tree: Path, tmp: Path, observe: float) -> dict[str, object]
     bot = IB()
     try:
         wait_for(lambda: lines_of(stats(control_port), STREAM_ID) == legs_count, 30)
-        time.sleep(2 * interval)  # the stream settles (the previous design holds account updates now)
+        time.sleep(2 * interval)  # the stream settles (the first design holds account updates by then)
         bot.connect("127.0.0.1", port, clientId=BOT_ID, timeout=20)  # ib_async defaults: takes them
         taken_at = datetime.now(UTC)
         bot.sleep(observe)
@@ -346,7 +348,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         if args.only in ("all", "designs"):
-            trees = {"previous (d82c738)": old_tree(tmp), "this design": ROOT}
+            trees = {f"first design ({FIRST_DESIGN_COMMIT})": old_tree(tmp), "this design": ROOT}
             results = {}
             for name, tree in trees.items():
                 print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -355,7 +357,7 @@ def main() -> None:
             print_table(design_rows(args), results)
         if args.only in ("all", "pool"):
             runs = {
-                "before (ba67afb) pool on": (old_tree(tmp, BEFORE_LEDGER_COMMIT), {}),
+                f"before ({BEFORE_LEDGER_COMMIT}) pool on": (old_tree(tmp, BEFORE_LEDGER_COMMIT), {}),
                 "this design, pool on": (ROOT, {}),
                 "this design, pool off": (ROOT, {"V6_ROTATION_LINES": "0"}),
             }

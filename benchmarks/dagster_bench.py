@@ -1,9 +1,9 @@
 """Dagster-layer benchmarks: figures to compare between changes (not a timed test).
 
-For 100, 1,000 and 10,000 queued contracts: the supervisor sensor's tick (first tick, which turns every queue
-key into a partition, and a steady tick with nothing new), the batch schedule's tick, and the wall time of
-the batch runs it requests (queued_positions for the whole range + positions), on the queued-payload path
-(zero streaming lines, no gateway needed). The zero-line fetch path (stream down: reqPositions +
+For 100, 1,000 and 10,000 queued contracts: the queue_partitions sensor's tick (first tick, which turns
+every queue key into a partition, and a steady tick with nothing new), the batch schedule's tick, and the wall
+time of the batch runs it requests (queued_positions for the whole range + positions), on the queued-payload
+path (zero streaming lines, no gateway needed). The zero-line fetch path (stream down: reqPositions +
 reqPnLSingle against the gateway simulator) is measured too, up to --fetch-max contracts.
 
 Each figure is taken on both instance storages, side by side: the embedded SQLite instance and
@@ -193,7 +193,7 @@ def bench_size(
                     lambda: run_batches(defs, instance, requests, "always" if fetch else "never")
                 )
                 written = read_table(lake_root, "queued_positions").height
-                assert written == queued and PositionQueue(lake_root).pending_count() == 0
+                assert written == queued and PositionQueue(lake_root).backlog().due == 0
                 new_runs = [r.run_id for r in instance.get_runs() if r.run_id not in before]
                 logged = event_rows(instance, new_runs)
             finally:
@@ -265,7 +265,7 @@ def main() -> None:
     print("+ positions); event rows = Dagster event-log entries those runs wrote.")
     tuned = ", ".join(f"{name}={value}" for name, value in EVENT_SETTINGS["tuned"].items())
     print(f"events: default = Dagster's defaults; tuned = {tuned} (+ on SQLite: BatchedSqliteStorage).")
-    print("Seed plan: 50 contracts every 5 s = 10 contracts/s.\n")
+    print("For comparison: 50 contracts every 5 s is 10 contracts/s.\n")
     for storage, seconds in final.items():
         print(f"batch 10000 {storage}: {seconds:.2f} s")
 

@@ -3,9 +3,10 @@
 Run: .venv/bin/python benchmarks/lake_bench.py [--flushes 300] [--day-hours 6.5] [--skip-basics]
 Everything happens in a temporary directory that is removed at the end.
 
-The "day" section measures the hot paths of issue 11 at the start of a trading day and again after a
-simulated one: history written at volume in large appends (the rows a day of 1/s coalesced stream flushes
-and per-minute batches would leave, compressed in time), and the queue re-queued and marked done many times.
+The "day" section measures the hot paths (book reads, stream flushes, batch writes, the queue's reads, marks
+and change feed) at the start of a trading day and again after a simulated one, which should cost no more:
+history written at volume in large appends (the rows a day of 1/s coalesced stream flushes and per-minute
+batches would leave, compressed in time), and the queue re-queued and marked done many times.
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ def bench_queue(root: str, results: list[tuple[str, str]]) -> None:
     singles = 100
     started = time.perf_counter()
     for conid in range(1, singles + 1):
-        queue.insert(conid, "SPY", 2, account="DU1", position=1.0)
+        queue.insert_many([QueueItem(account="DU1", conid=conid, symbol="SPY", priority=2, position=1.0)])
     elapsed = time.perf_counter() - started
     results.append(
         (
-            "queue insert(), one commit each",
+            "queue insert_many() of one row, one commit each",
             f"{singles / elapsed:,.0f} upserts/s ({elapsed / singles * 1000:.1f} ms each)",
         )
     )
@@ -89,17 +90,17 @@ def bench_queue(root: str, results: list[tuple[str, str]]) -> None:
         )
     )
 
-    rows = queue.pending_count()
-    latency = timed(lambda: queue.get_batch(limit=50), 7)
-    results.append((f"get_batch(limit=50) at {rows:,} queued", f"{latency * 1000:.1f} ms"))
+    rows = queue.backlog().due
+    latency = timed(lambda: queue.due(50), 7)
+    results.append((f"due(50) at {rows:,} queued", f"{latency * 1000:.1f} ms"))
     queue.insert_many(items(100_000, 90_000))
-    rows = queue.pending_count()
-    latency = timed(lambda: queue.get_batch(limit=50), 7)
-    results.append((f"get_batch(limit=50) at {rows:,} queued", f"{latency * 1000:.1f} ms"))
+    rows = queue.backlog().due
+    latency = timed(lambda: queue.due(50), 7)
+    results.append((f"due(50) at {rows:,} queued", f"{latency * 1000:.1f} ms"))
     latency = timed(lambda: queue.mark_done([("DU1", c) for c in range(100_000, 100_050)]), 3)
     results.append((f"mark_done(50 keys) at {rows:,} queued", f"{latency * 1000:.1f} ms"))
-    latency = timed(lambda: queue.insert(42, "SPY", account="DU1"), 3)
-    results.append((f"insert() one row at {rows:,} queued", f"{latency * 1000:.1f} ms"))
+    latency = timed(lambda: queue.insert_many([QueueItem(account="DU1", conid=42, symbol="SPY")]), 3)
+    results.append((f"insert_many() of one row at {rows:,} queued", f"{latency * 1000:.1f} ms"))
 
 
 def bench_registry(root: str, results: list[tuple[str, str]]) -> None:

@@ -1,16 +1,17 @@
-"""More active legs than lines: the rotating pool against "queue the overflow" (issue 12).
+"""More active legs than lines: the rotating pool against "queue the overflow" (`V6_ROTATION_LINES=0`).
 
 For each scenario the real simulator runs (100 lines, IB-like quote latency 100-300 ms, ticks every 0.25 s)
-and an unmodified ib_async client drives the line scheduler (`ib/rotation.py` through `ib/rotator.py`) for N
-active legs ranked by `ib/risk.py`. Optionally the trader's bot, a second ib_async client, holds 40 lines
-first; the stream's budget is then the 60 IB still grants (what the coexistence budget converges to).
+and an unmodified ib_async client drives the line scheduler (`ib/routing/rotation.py` through
+`ib/lines/pool.py`) for N active legs ranked by `ib/routing/risk_score.py`. Optionally the trader's bot, a
+second ib_async client, holds 40 lines first; the stream's budget is then the 60 IB still grants (what the
+coexistence budget converges to).
 
 Every 0.5 s each leg's quote age (now - its newest usable quote) is sampled once every leg has been quoted
 (the first full cycle is the warm-up). A row's age adds at most one flush interval (1 s) to a quote's age.
 Messages/s are the stream client's, counted by the simulator (mean over the run, and the most in any
 sliding second); 100 and 101 are the errors the simulator sent to the stream client.
-"Queue the overflow" (the design before issue 12): a leg that does not fit is refreshed by the batch schedule
-only, so its age runs up to the batch cadence (60 s with `V6_BATCH_CRON` every minute) plus the batch run.
+"Queue the overflow" (no rotating pool): a leg that does not fit is refreshed by the batch schedule only, so
+its age runs up to the batch cadence (60 s with `V6_BATCH_CRON` every minute) plus the batch run.
 
 Run: .venv/bin/python benchmarks/rotation_bench.py [--legs 50,150,300,1000] [--bot 0,40] [--min-seconds 20]
 """

@@ -131,7 +131,7 @@ def register_demo_legs(
 
 def child_environment(settings: Settings, dagster_home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    # Batch runs' per-contract materializations are stored as batches (see defs/sqlite_event_log.py).
+    # Batch runs' per-contract materializations are stored as batches (see instance/sqlite_event_log.py).
     from v6_positions.instance.sqlite_event_log import EVENT_BATCH_ENV
 
     for name, value in EVENT_BATCH_ENV.items():

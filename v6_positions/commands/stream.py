@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from v6_positions.config import Settings
 from v6_positions.ib.rows.handlers import DeltaLakePositionWriter
-from v6_positions.ib.streamer import PositionStreamer, StreamStatus, StreamStopped
+from v6_positions.ib.stream_status import StreamStatus
+from v6_positions.ib.streamer import PositionStreamer, StreamStopped
 from v6_positions.lake.history import HistoryWriter
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
@@ -70,7 +71,7 @@ def status_line(status: StreamStatus) -> str:
     if status.partial_data:
         line += f" partial_data={len(status.partial_data)}"
     rotation = status.rotation
-    if rotation is not None:  # active legs beyond the long-lived lines rotate through a pool (issue 12)
+    if rotation is not None:  # active legs beyond the long-lived lines rotate through a pool
         bound = "-" if rotation.bound_s is None else f"{rotation.bound_s:.1f}s"
         oldest = "-" if rotation.max_age_s is None else f"{rotation.max_age_s:.1f}s"
         line += f" rotating={rotation.overflow} pool={rotation.pool_lines} bound={bound} oldest={oldest}"

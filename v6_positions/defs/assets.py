@@ -1,7 +1,7 @@
 """One asset per Delta table, so the UI's lineage is DESIGN.md's picture.
 
 `strategy_registry` is written by the strategy engine; `streamed_positions` and `position_queue` are
-written by the long-running stream run (`stream.py`), which reports their progress as materializations.
+written by the long-running stream run (`stream/job.py`), which reports their progress as materializations.
 None of the three is materialized on demand, so they are external assets here: no "Materialize" button
 that would start a second, unsupervised stream. `queued_positions` (one dynamic partition per queued
 contract) and `positions` are materialized by the batch runs.
@@ -14,12 +14,8 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 
-from v6_positions.defs.batch.partitions import (
-    events_deferred,
-    queued_contracts,
-    report_failed,
-    report_materialized,
-)
+from v6_positions.defs.batch.partition_events import events_deferred, report_failed, report_materialized
+from v6_positions.defs.batch.partition_keys import queued_contracts
 from v6_positions.defs.batch.refresh import refresh_contracts
 from v6_positions.defs.metadata import age_seconds, rows_markdown
 from v6_positions.defs.resources import IBResource, LakeResource, StreamSupervision, settings_of

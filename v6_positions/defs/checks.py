@@ -1,8 +1,8 @@
 """Asset checks: what must hold for the book to be trusted. Each one fails when its condition breaks.
 
 Lines in use come from the live stream run's own report: the run stamps `v6/lines-in-use` next to its
-heartbeat (see stream.py), so the check reads what the streamer holds right now without touching IB. A
-stream run that is not alive holds no lines (IB frees them when the socket closes).
+heartbeat (see `stream/heartbeat.py`), so the check reads what the streamer holds right now without touching
+IB. A stream run that is not alive holds no lines (IB frees them when the socket closes).
 """
 
 import time

@@ -1,6 +1,6 @@
 """Jobs: the batch refresh (partitioned assets), the health checks and lake maintenance.
 
-The stream job lives with its op in `stream.py`.
+The stream job lives with its op in `stream/job.py`.
 """
 
 from datetime import UTC, datetime
@@ -9,7 +9,8 @@ import dagster as dg
 
 from v6_positions.defs.assets import positions, queued_positions
 from v6_positions.defs.batch.cleanup import cleanup_queue
-from v6_positions.defs.batch.partitions import DEFER_EVENTS_TAG, queued_contracts
+from v6_positions.defs.batch.partition_events import DEFER_EVENTS_TAG
+from v6_positions.defs.batch.partition_keys import queued_contracts
 from v6_positions.defs.reconciliation import book_matches_ib
 from v6_positions.defs.resources import LakeResource
 from v6_positions.defs.risk.assets import risk_refresh
@@ -27,7 +28,7 @@ batch_job = dg.define_asset_job(
     partitions_def=queued_contracts,
     executor_def=dg.in_process_executor,
     # The assets report per partition what was committed or failed; Dagster's own per-key events would
-    # also report failed and bridged keys of the range (see partitions.DEFER_EVENTS_TAG).
+    # also report failed and bridged keys of the range (see partition_events.DEFER_EVENTS_TAG).
     tags={DEFER_EVENTS_TAG: "true"},
     description="Refresh pending queued contracts (a range of partitions per run); summary on positions.",
 )
@@ -35,7 +36,7 @@ batch_job = dg.define_asset_job(
 health_check_job = dg.define_asset_job(
     "position_health_checks",
     # Reconciliation talks to IB and repairs: it runs in its own job on its own schedule. The risk checks
-    # run with every risk refresh (risk_schedules.risk_job), on the snapshot that refresh just wrote.
+    # run with every risk refresh (`risk/schedules.py`'s risk_job), on the snapshot that refresh just wrote.
     selection=dg.AssetSelection.all_asset_checks()
     - dg.AssetSelection.checks(book_matches_ib)
     - dg.AssetSelection.checks_for_assets(risk_refresh),

@@ -1,19 +1,29 @@
-"""The stream's status: one snapshot record read by the status line (`cli.py`), the Dagster op's metadata
-and checks (`defs/stream.py`), the benchmarks and the tests; built from the owners of each part."""
+"""The stream's status: one snapshot record read by the status line (`commands/stream.py`), the Dagster op's
+metadata and checks (`defs/stream/report.py`), the benchmarks and the tests.
+
+Each owner reports its own part (`stats()`); `status_from_stats` only puts the parts together, so this module
+knows the owners' stats records, never the owners nor the streamer that wires them.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
+from v6_positions.ib.account.active_legs import LegsStats
+from v6_positions.ib.account.book import AccountStats
 from v6_positions.ib.account.connect_reconcile import ReconcileStats
+from v6_positions.ib.connection.session import SessionStats
+from v6_positions.ib.lines.allocation import AllocationStats
+from v6_positions.ib.lines.ledger import LedgerStats
+from v6_positions.ib.lines.pool import PoolStats
+from v6_positions.ib.lines.stream_errors import StreamErrorStats
 from v6_positions.ib.routing.rotation import LegStatus, RotationSummary
+from v6_positions.ib.rows.handlers import DispatchStats
+from v6_positions.ib.rows.queue_buffer import QueueStats
+from v6_positions.ib.rows.sink import SinkStats
+from v6_positions.ib.zero_line.valuation_sweep import SweepStats
 from v6_positions.lake.history import WriterStats
-
-if TYPE_CHECKING:
-    from v6_positions.ib.streamer import PositionStreamer
 
 
 @dataclass(slots=True)
@@ -58,67 +68,69 @@ class StreamStatus:
     registry_invalid_rows: int = 0  # rows skipped because they break the table's contract
     # HistoryWriter.stats() of the streamed_positions writer, when it has one.
     history: WriterStats | None = None
-    # Active legs that do not fit rotate through a pool of lines (issue 12); None when none rotate.
+    # Active legs beyond the long-lived lines rotate through a pool of lines (`lines/pool.py`); None when none
+    # rotate.
     rotation: RotationSummary | None = None
     rotation_legs: list[LegStatus] = field(default_factory=list)  # per leg: score, role, line, age
     risk_scores: dict[int, float] = field(default_factory=dict)  # every streamable active leg's score
-    # The book against IB's position list at each (re)connect (reconcile_on_connect.py).
+    # The book against IB's position list at each (re)connect (`account/connect_reconcile.py`).
     reconcile: ReconcileStats | None = None
 
 
-def collect_status(streamer: PositionStreamer) -> StreamStatus:
-    lines = streamer.lines
-    sweep = streamer.valuations.stats
-    session, allocation, dispatcher, queue = (
-        streamer.session, streamer.allocation, streamer.dispatcher, streamer.queue_buffer
-    )
-    writer_stats = None
-    for handler in dispatcher.handlers:
-        stats = getattr(getattr(handler, "writer", None), "stats", None)
-        if callable(stats):
-            writer_stats = stats()
-            break
-    reports = allocation.reports.values()
-    rotator = streamer.rotator
-    rotating = rotator is not None and bool(rotator.scheduler.legs)
+def status_from_stats(
+    *,
+    session: SessionStats,
+    account: AccountStats,
+    legs: LegsStats,
+    ledger: LedgerStats,
+    allocation: AllocationStats,
+    verdicts: StreamErrorStats,
+    dispatch: DispatchStats,
+    queue: QueueStats,
+    sink: SinkStats,
+    sweep: SweepStats,
+    pool: PoolStats | None,  # None: the rotating pool is off
+    reconcile: ReconcileStats,
+) -> StreamStatus:
+    """The snapshot from each owner's own stats."""
     return StreamStatus(
         connected=session.connected,
-        lines_in_use=allocation.lines_held(),
-        line_budget=allocation.budget,
-        streamed_conids=sorted(streamer.subs.live),
-        queued_count=len(allocation.queued),
-        rows_flushed=sum(int(getattr(h, "rows_flushed", 0)) for h in dispatcher.handlers),
+        lines_in_use=ledger.held,
+        line_budget=ledger.configured,
+        streamed_conids=allocation.streamed,
+        queued_count=allocation.queued,
+        rows_flushed=dispatch.rows_flushed,
         reconnects=session.reconnects,
-        demoted=dict(allocation.demoted),
-        unfit=sorted(r.conid for r in reports if r.kind == "over_budget"),
-        last_update_at=streamer.sink.last_update_at,
+        demoted=verdicts.demoted,
+        unfit=allocation.unfit,
+        last_update_at=sink.last_update_at,
         client_id=session.client_id,
-        synced=streamer.synced,
-        updates_received=dispatcher.received,
-        updates_dispatched=dispatcher.dispatched,
-        handler_errors=dispatcher.errors,
+        synced=account.synced,
+        updates_received=dispatch.received,
+        updates_dispatched=dispatch.dispatched,
+        handler_errors=dispatch.errors,
         queue_rows_written=queue.rows_written,
         queue_commits=queue.commits,
         queue_rows_rejected=queue.rows_rejected,
         queue_flush_errors=queue.flush_errors,
-        legs_not_held=sorted(r.conid for r in reports if r.kind == "leg_not_held"),
-        line_cap=lines.cap,
-        rejections_101=lines.rejections,
-        probes=lines.probes,
-        probes_won=lines.probes_won,
+        legs_not_held=allocation.legs_not_held,
+        line_cap=ledger.cap,
+        rejections_101=ledger.rejections,
+        probes=ledger.probes,
+        probes_won=ledger.probes_won,
         waiting_for_client_id=session.waiting_for_client_id,
         client_id_waits=session.client_id_waits,
         link_lost=session.link_lost,
-        competing_session=streamer.stream_errors.competing_session,
-        partial_data=dict(streamer.stream_errors.partial_data),
-        accounts=streamer.account.accounts(),
+        competing_session=verdicts.competing_session,
+        partial_data=verdicts.partial_data,
+        accounts=account.accounts,
         valuation_sweeps=sweep.sweeps,
         valuations_missing=len(sweep.last_missing),
-        registry_error=streamer.legs.error,
-        registry_invalid_rows=len(streamer.legs.invalid),
-        history=writer_stats,
-        rotation=rotator.scheduler.summary() if rotator is not None and rotating else None,
-        rotation_legs=rotator.scheduler.status() if rotator is not None else [],
-        risk_scores=dict(streamer.ranking.scores),
-        reconcile=dataclasses.replace(streamer.reconciler.stats),
+        registry_error=legs.error,
+        registry_invalid_rows=legs.invalid_rows,
+        history=dispatch.history,
+        rotation=pool.summary if pool is not None else None,
+        rotation_legs=pool.legs if pool is not None else [],
+        risk_scores=allocation.risk_scores,
+        reconcile=reconcile,
     )

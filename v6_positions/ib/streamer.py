@@ -5,19 +5,23 @@ streamed_positions) and the position queue (coalesced payload refreshes, one com
 reconnects; after every (re)connect the whole state is rebuilt from what IB reports, never patched.
 
 A polite guest on a shared gateway: never asks for account updates (valuations of queued holdings come from
-a paced reqPnLSingle sweep, `valuations.py`); takes only the lines IB grants (`lines.py`: a 101 caps the
-limit, freed lines are won back by one probe at a time); adds new streams one at a time, each confirmed by
-IB's data before the next, so a full account answers one 101, never a burst.
+a paced reqPnLSingle sweep, `zero_line/valuation_sweep.py`); takes only the lines IB grants
+(`lines/ledger.py`: a 101 caps the limit, freed lines are won back by one probe at a time); adds new streams
+one at a time, each confirmed by IB's data before the next, so a full account answers one 101, never a burst.
 
-The streamer wires the owners and turns IB's events into their calls; each owns its state:
-  session.py       the connection (connect, heartbeat, reconnect, clientId waits)
-  account.py       what the account holds (holdings, valuations, FA accounts)
-  active_legs.py   the registry's active legs (polled; last known kept while unreadable)
-  allocation.py    which legs hold a line now, the queue routing, demotions, probes
-  stream_errors.py IB's verdicts on our streams (101, 200/354, partial data, competing session)
-  rotator.py       the rotating pool for active legs beyond the lines (off with V6_ROTATION_LINES=0)
-  sink.py          where rows go (handlers, position queue);  stream_status.py  the status snapshot
-~300 lines: wiring nine owners with their timing arguments, plus one handler per IB event kind.
+The streamer is the wiring: `__init__` builds each owner after everything it is given, so no owner calls
+one built later, and IB's events reach the owners only through the handlers below (`_on_*`), which say
+where each event goes. Each owner keeps its own state and reports it (`stats()`):
+  connection/session.py         the connection (connect, heartbeat, reconnect, clientId waits)
+  account/book.py               what the account holds (holdings, valuations, FA accounts), synced or not
+  account/active_legs.py        the registry's active legs (polled; last known kept while unreadable)
+  lines/ledger.py               every line the stream holds, against what IB grants
+  lines/stream_errors.py        IB's verdicts on our streams (101, 200/354, partial data, competing session)
+  lines/allocation.py           which legs hold a line now, the queue routing, one new stream at a time
+  lines/pool.py                 the rotating pool for legs beyond the lines (off with V6_ROTATION_LINES=0)
+  rows/sink.py                  where rows go (handlers, position queue)
+  zero_line/valuation_sweep.py  the queued holdings' valuations
+`stream_status.py` puts their stats together into the status snapshot.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from ib_async import IB, PnLSingle, Position, Ticker
+from ib_async import IB, Contract, PnLSingle, Position, Ticker
 
 from v6_positions.config import Settings
 from v6_positions.ib.account.active_legs import ActiveLegs
@@ -38,19 +42,17 @@ from v6_positions.ib.connection.session import IBSession, SessionConfig
 from v6_positions.ib.lines.allocation import LineAllocation
 from v6_positions.ib.lines.ledger import LineLedger
 from v6_positions.ib.lines.pool import stream_rotator
-from v6_positions.ib.lines.stream_errors import StreamErrors
+from v6_positions.ib.lines.stream_errors import StreamErrors, Verdict
 from v6_positions.ib.lines.subscriptions import SubscriptionRegistry, contract_label
 from v6_positions.ib.routing.plan import RoutingReport
-from v6_positions.ib.routing.ranking import RERANK_INTERVAL_S, RiskRanking
+from v6_positions.ib.routing.ranking import RERANK_INTERVAL_S
 from v6_positions.ib.rows.handlers import HandlerDispatcher, PositionUpdateHandler
 from v6_positions.ib.rows.queue_buffer import QueueBuffer
 from v6_positions.ib.rows.sink import RowSink
-from v6_positions.ib.stream_status import StreamStatus, collect_status
+from v6_positions.ib.stream_status import StreamStatus, status_from_stats
 from v6_positions.ib.zero_line.valuation_sweep import ValuationSweep
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry
-
-__all__ = ["PositionStreamer", "StreamStatus", "StreamStopped"]  # StreamStatus: re-exported for callers
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,10 @@ class StreamStopped(RuntimeError):
 
 
 class PositionStreamer:
-    """Wires the owners together and runs them: the session (connection), the account book (holdings), the
-    active legs (registry), the line allocation (streams, queue routing), the rotating pool and the sweep;
-    turns IB's events into their calls and rows into the handlers and the queue."""
+    """Builds the owners in dependency order and runs them: the account book (holdings), the active legs
+    (registry), IB's verdicts, the lines (ledger, streams, pool), where rows go, the line allocation, the
+    valuation sweep and, last, the session (connection) whose events start everything; turns IB's events
+    into the owners' calls."""
 
     def __init__(
         self,
@@ -91,52 +94,42 @@ class PositionStreamer:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.session = IBSession(
-            session_config or SessionConfig.from_settings(settings),
-            ib,
-            on_connected=self._on_connected,
-            on_disconnected=self._on_disconnected,
-            on_data_lost=self._on_data_lost,
-        )
-        self.ib = self.session.ib
+        self.ib = ib or IB()  # no events reach it before the session connects it (built last, below)
+        self.fatal_error: str | None = None
+        self._stop: asyncio.Event | None = None
+        # What is held and what is active.
+        self.account = AccountBook(settings.ib_account, settings.stream_sec_types)
         probe_timing = {
             name: value for name, value in (("probe_base_s", probe_base_s), ("probe_cap_s", probe_cap_s))
             if value is not None
         }
-        # Every line the stream takes (long-lived, pool, probe) is counted here, against what IB grants.
+        # The lines: every line the stream takes (long-lived, pool, probe) is counted in the ledger, against
+        # what IB grants; IB's verdicts on the long-lived streams are kept apart from who holds a line.
         self.lines = LineLedger(settings.line_budget, **probe_timing)  # type: ignore[arg-type]
         self.subs = SubscriptionRegistry(self.ib, generic_ticks, self.lines)
+        self.stream_errors = StreamErrors(self.subs)
+        self.legs = ActiveLegs(registry, registry_poll_s, on_deactivated=self.stream_errors.deactivated)
+        # Where rows go: streamed rows to the handlers, queued holdings to the position queue.
         self.dispatcher = HandlerDispatcher(handlers)
         self.queue_buffer = QueueBuffer(queue)
         self.sink = RowSink(self.dispatcher, self.queue_buffer, queue_flush_s)
-        self.account = AccountBook(settings.ib_account, settings.stream_sec_types)
-        self.ranking = RiskRanking()
-        self.synced = False  # the holdings are rebuilt from IB's positions since the last (re)connect
-        self.synced_event = asyncio.Event()  # set after each completed resync (tests wait on it)
         self.reconciler = ConnectReconciler(queue.root_uri, queue.storage_options, settings.ib_account)
-        self.fatal_error: str | None = None
-        self._stop: asyncio.Event | None = None
         # The rotating pool: active legs beyond the long-lived lines share `settings.rotation_lines` lines.
         self.rotator = stream_rotator(
             self.ib, settings, self._on_quote, generic_ticks=generic_ticks, enabled=self._streaming,
             ledger=self.lines,
         )
-        self.legs = ActiveLegs(registry, registry_poll_s, lambda conids: self.allocation.deactivated(conids))
         self.allocation = LineAllocation(
-            rotation_lines=settings.rotation_lines,
             account=self.account,
             legs=self.legs,
+            verdicts=self.stream_errors,
             subs=self.subs,
             lines=self.lines,
             rotator=self.rotator,
-            ranking=self.ranking,
             queue_buffer=self.queue_buffer,
-            session=self.session,
-            synced=lambda: self.synced,
+            connected=self.ib.isConnected,
             confirm_timeout_s=confirm_timeout_s,
-            on_cancelled=lambda conid: self.stream_errors.stream_cancelled(conid),
         )
-        self.stream_errors = StreamErrors(self.subs, self.allocation)
         self.valuations = ValuationSweep(
             self.ib, self.allocation.valuation_keys, self._on_valuation, self._streaming,
             interval_s=valuation_interval_s or settings.valuation_interval_s,
@@ -147,9 +140,17 @@ class PositionStreamer:
             if settings.rotation_lines == 0
             else min(valuations_per_second, SWEEP_PER_SECOND_WITH_ROTATION),
         )
+        # The connection last: its events (connected, disconnected, data lost) reach every owner above.
+        self.session = IBSession(
+            session_config or SessionConfig.from_settings(settings),
+            self.ib,
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+            on_data_lost=self._on_data_lost,
+        )
         self.ib.positionEvent += self._on_position
         self.ib.pendingTickersEvent += self._on_tickers
-        self.ib.errorEvent += self.stream_errors.on_error
+        self.ib.errorEvent += self._on_error
 
     # -- public ----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -181,21 +182,36 @@ class PositionStreamer:
             raise StreamStopped(self.fatal_error)
 
     def status(self) -> StreamStatus:
-        return collect_status(self)
+        """The snapshot of every owner's own stats."""
+        return status_from_stats(
+            session=self.session.stats(),
+            account=self.account.stats(),
+            legs=self.legs.stats(),
+            ledger=self.lines.stats(),
+            allocation=self.allocation.stats(),
+            verdicts=self.stream_errors.stats(),
+            dispatch=self.dispatcher.stats(),
+            queue=self.queue_buffer.stats(),
+            sink=self.sink.stats(),
+            sweep=self.valuations.stats(),
+            pool=self.rotator.stats() if self.rotator is not None else None,
+            reconcile=self.reconciler.stats(),
+        )
 
     @property
     def reports(self) -> list[RoutingReport]:
         return list(self.allocation.reports.values())
 
     def _streaming(self) -> bool:
-        return self.synced and self.session.connected
+        """The book is synced and the socket up: the pool and the sweep may send requests."""
+        return self.account.synced and self.ib.isConnected()
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     async def _on_connected(self, first: bool) -> None:
         """Rebuild everything from what IB just sent (positions), then route and subscribe.
 
-        The registry is read first: from reading `ib.positions()` to `synced = True` nothing awaits, so no
-        positionEvent can slip between the snapshot and the live handlers."""
+        The registry is read first: from reading `ib.positions()` to the rebuilt (synced) book nothing
+        awaits, so no positionEvent can slip between the snapshot and the live handlers."""
         self.subs.connection_lost()  # ib_async dropped every Ticker on disconnect; IB freed the lines
         if self.rotator is not None:
             self.rotator.connection_lost()
@@ -208,10 +224,9 @@ class PositionStreamer:
         except Exception as exc:  # an unreadable registry must not turn into a reconnect loop
             self.legs.failed(exc)
         streamed = self.subs.desired
-        for holding in self.account.rebuild(self.ib.positions()):
+        for holding in self.account.rebuild(self.ib.positions()):  # synced from here on
             # Closed while we were away: record the close like a live one.
             self.sink.closed(holding, was_streamed=holding.conid in streamed)
-        self.synced = True
         await self.allocation.reconcile()
         await self.queue_buffer.flush()  # start-up routing lands in ONE commit
         log.info(
@@ -219,7 +234,6 @@ class PositionStreamer:
             len(self.account.holdings), self.subs.lines_in_use, len(self.allocation.queued),
             len(self.allocation.reports),
         )
-        self.synced_event.set()
         self.valuations.kick()  # queued holdings get IB's valuation now, not one interval later
         self.reconciler.start(self.ib.positions(), self.ib.managedAccounts())  # the book against IB's list
 
@@ -230,15 +244,15 @@ class PositionStreamer:
             self._stop.set()
 
     def _on_disconnected(self) -> None:
-        self.synced = False
-        self.synced_event.clear()
+        self.account.connection_lost()
         self.subs.connection_lost()
         if self.rotator is not None:
             self.rotator.connection_lost()
 
-    async def _on_data_lost(self) -> None:
+    async def _on_data_lost(self) -> str | None:
         """1101: IB dropped every subscription but the socket stayed; request market data AND positions
-        again (a position closed meanwhile is only noticed by what the fresh positions list lacks)."""
+        again (a position closed meanwhile is only noticed by what the fresh positions list lacks). Returns
+        why the session must renew the socket instead, or None."""
         count = await self.allocation.renew_after_data_lost()
         log.warning("re-subscribed %d streams after 1101", count)
         try:
@@ -246,8 +260,7 @@ class PositionStreamer:
             positions = await asyncio.wait_for(self.ib.reqPositionsAsync(), 10.0)
         except (TimeoutError, ConnectionError) as exc:
             log.warning("positions not restored after 1101 (%r); reconnecting", exc)
-            self.session.request_reconnect("positions not restored after 1101")
-            return
+            return "positions not restored after 1101"
         streamed = self.subs.desired
         for holding in self.account.retain(positions):
             log.info("position closed while IB data was down: conid=%s", holding.conid)
@@ -257,6 +270,7 @@ class PositionStreamer:
         self.allocation.mark_dirty()
         self.valuations.kick()
         self.reconciler.start(positions, self.ib.managedAccounts())
+        return None
 
     async def _shutdown(self) -> None:
         connected = self.session.connected
@@ -277,7 +291,7 @@ class PositionStreamer:
 
     # -- ib_async events -----------------------------------------------------------------------------------
     def _on_position(self, position: Position) -> None:
-        if not self.synced:
+        if not self.account.synced:
             return  # start-up positions are read in one go by _on_connected
         change = self.account.on_position(position)
         if change is None:
@@ -318,3 +332,15 @@ class PositionStreamer:
 
     def _on_quote(self, conid: int, ticker: Ticker) -> None:
         self.sink.quote(conid, ticker, self.account.holdings_for(conid))
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None = None) -> None:
+        """IB's verdict on one of our streams decides who holds its line (other errors are not ours here)."""
+        verdict = self.stream_errors.judge(req_id, code, message, contract)
+        if verdict is None:
+            return
+        if verdict.kind is Verdict.REFUSED:
+            self.allocation.refused(verdict.conid)
+        elif verdict.kind is Verdict.HELD:
+            self.allocation.confirmed(verdict.conid)
+        else:
+            self.allocation.rejected(verdict.conid)

@@ -34,14 +34,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
-from dagster._core.storage.sql import create_engine
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
-from dagster._serdes import ConfigurableClassData
+import sqlalchemy
+from dagster import EventLogEntry
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
+
+from v6_positions.dagster_internals import (
+    INDEX_SHARD_NAME,
+    ConfigurableClassData,
+    DagsterSqliteStorage,
+    SqliteEventLogStorage,
+    event_logs_directory,
+    sqlite_busy_timeout_seconds,
+)
 
 # What the processes that run batches need in their environment for Dagster to form event batches at all
 # (`v6-positions up/demo` set it for `dagster dev`; deploy/production/dagster.yaml for run containers).
@@ -151,10 +156,10 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _open_in_batch(self, shard: str) -> tuple[Any, Connection]:
         """A connection on `shard` with a transaction begun; committed by store_event_batch."""
-        engine = create_engine(
+        engine = sqlalchemy.create_engine(  # as Dagster's _connect opens it, but held for the batch
             self.conn_string_for_shard(shard),
             poolclass=NullPool,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            connect_args={"timeout": sqlite_busy_timeout_seconds()},
         )
         if shard not in self._initialized_dbs:
             self._initdb(engine)
@@ -169,7 +174,7 @@ class BatchedSqliteStorage(DagsterSqliteStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data)
-        self._event_log_storage = BatchedSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._event_log_storage = BatchedSqliteEventLogStorage(event_logs_directory(base_dir))
 
     @classmethod
     def from_config_value(  # type: ignore[override]

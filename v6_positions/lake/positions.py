@@ -4,7 +4,7 @@ Kept current incrementally: every history append (the stream's flush, the batch'
 newest row per contract into `positions`, so the book never needs a read of history; book_heal.py brings in
 whatever a writer appended but could not merge (a failed merge, a crash in between). A stored row is
 replaced only by a newer event (an equal event_time written later also wins), so commits may arrive in any
-order and the book still equals a full rebuild from history (`build_positions`).
+order and the book still equals the newest open row per contract of the whole history.
 
 A close (position 0) stays in the table as a tombstone: an older event that commits later (a batch fetch
 that raced the close) must not resurrect it. `read_positions` hides tombstones; maintenance purges old ones.
@@ -51,11 +51,15 @@ _KEY_MATCH = "t.account = s.account AND t.conid = s.conid"
 
 
 def _open(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows of held positions: 0 means closed; a row whose position is unknown (null) is kept."""
     return frame.filter(pl.col("position").is_null() | (pl.col("position") != 0))
 
 
 def newest_per_contract(history: pl.DataFrame) -> pl.DataFrame:
-    """Newest row per (account, conid) by event_time, then written_at; on a full tie the later row wins."""
+    """Newest row per (account, conid) by event_time, then written_at; on a full tie the later row wins.
+
+    The newest row wins as a whole, so every field of a book row comes from one observation and its
+    `source` and `age_s` describe all of it."""
     return (
         history.sort(_ORDER, nulls_last=False, maintain_order=True)
         .group_by(_KEYS, maintain_order=True)
@@ -71,15 +75,6 @@ def _with_age(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
         ),
         POSITIONS,
     )
-
-
-def build_positions(history: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    """Newest row per (account, conid) by event_time (written_at breaks ties); closed positions dropped.
-
-    The newest row wins as a whole, so every field of a row comes from one observation and `source`
-    and `age_s` describe all of it. A row whose position is unknown (null) is kept; 0 means closed.
-    """
-    return _open(_with_age(newest_per_contract(history), now)).sort(_KEYS)
 
 
 class PositionsBook:

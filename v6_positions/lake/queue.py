@@ -21,7 +21,7 @@ from v6_positions.lake import queue_merges as merges
 from v6_positions.lake import queue_reads as reads
 from v6_positions.lake.properties import ensure_properties
 from v6_positions.lake.queue_reads import Backlog
-from v6_positions.lake.rows import DEFAULT_PRIORITY, STATUSES, Key, QueueItem
+from v6_positions.lake.rows import STATUSES, Key, QueueItem
 from v6_positions.lake.schemas import POSITION_QUEUE
 from v6_positions.lake.tables import TableHandle, frame_of, retry_on_conflict, table_uri
 from v6_positions.lake.versions import VersionProbe
@@ -49,7 +49,7 @@ class PositionQueue:
         """The queue at its newest version (caller holds the lock); None if absent and not `create`.
 
         The first open turns on what the queue relies on (change data feed, frequent checkpoints),
-        also for a queue created before this version.
+        also on a queue an older release created without them.
         """
         table = self._handle.latest(create=create)
         if table is not None and not self._properties_checked:
@@ -69,20 +69,6 @@ class PositionQueue:
             return retry_on_conflict(attempt, what=f"position_queue {what}")
 
     # -- writes --------------------------------------------------------------------------------------------
-    def insert(
-        self,
-        conid: int,
-        symbol: str,
-        priority: int = DEFAULT_PRIORITY,
-        *,
-        account: str = "",
-        **fields: object,
-    ) -> None:
-        """Queue one contract (idempotent upsert per (account, conid)); `fields` are QueueItem's (contract,
-        multiplier, payload). See insert_many."""
-        item = QueueItem(account=account, conid=conid, symbol=symbol, priority=priority, **fields)  # type: ignore[arg-type]
-        self.insert_many([item])
-
     def insert_many(self, items: Iterable[QueueItem | Mapping[str, object]]) -> int:
         """Queue many contracts in ONE commit; returns the number of distinct keys written.
 
@@ -179,29 +165,16 @@ class PositionQueue:
         scan = self._scan()
         return set() if scan is None else set(reads.keys_of(scan.filter(reads.due_filter(self.max_attempts))))
 
-    def get_batch(self, priority: int | None = None, limit: int = 50) -> list[QueueItem]:
-        """The first `limit` due rows (see `due`); kept for callers of the seed's API."""
-        return self.due(limit, priority=priority)
-
     def backlog(self) -> Backlog:
         """How many rows are due and when the oldest began waiting (aggregated in the scan)."""
         scan = self._scan()
         return Backlog(0, None) if scan is None else reads.backlog(scan, self.max_attempts)
 
-    def pending_count(self) -> int:
-        """Rows `due` could still return (pending, or failed and retryable)."""
-        return self.backlog().due
-
-    def closed_or_expired(self, today: date) -> list[Key]:
-        """Keys the clean-up may remove: done with position 0 (closed), or expiry (YYYYMMDD) before today.
-
-        A closed row that is still pending or failed is kept: its close has not been refreshed yet.
-        """
-        scan = self._scan()
-        return [] if scan is None else reads.keys_of(reads.closed_or_expired(scan, today))
-
     def closed_or_expired_items(self, today: date) -> list[QueueItem]:
-        """The rows of `closed_or_expired` with their contract fields (to name their partitions)."""
+        """The rows the clean-up may remove, with the contract fields that name their partitions: done with
+        position 0 (closed), or expiry (YYYYMMDD) before today. A closed row that is still pending or failed
+        is kept: its close has not been refreshed yet.
+        """
         scan = self._scan()
         return [] if scan is None else reads.items_of(reads.closed_or_expired(scan, today))
 
@@ -234,21 +207,13 @@ class PositionQueue:
 
     def keys(self, status: str | None = None) -> list[Key]:
         """Every key (of rows with this status), sorted; only the key columns are read."""
-        scan = self._with_status(status)
-        return [] if scan is None else reads.keys_of(scan)
-
-    def items(self, status: str | None = None) -> list[QueueItem]:
-        scan = self._with_status(status)
-        return [] if scan is None else reads.items_of(scan)
-
-    def version(self) -> int:
-        return self._probe.current_version()
-
-    def _with_status(self, status: str | None) -> pl.LazyFrame | None:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status={status!r}: must be one of {', '.join(STATUSES)}")
         scan = self._scan()
         if scan is None:
-            return None
+            return []
         scan = scan if status is None else scan.filter(pl.col("status") == status)
-        return scan.sort(["account", "conid"])
+        return reads.keys_of(scan.sort(["account", "conid"]))
+
+    def version(self) -> int:
+        return self._probe.current_version()

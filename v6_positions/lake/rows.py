@@ -6,8 +6,9 @@
   the payload IB last sent for it. `QueueItem.observation` is the one copy of a payload into a PositionRow.
 
 Both start with the `HeldContract` columns (schemas.HELD_CONTRACT_COLUMNS) and check them the same way.
-`Valuation` is the field group IB's reqPnLSingle fills; `QueueItem` and the streamer's `ib.holdings.Holding`
-carry it (declared here once, so the queue's payload and the holding's can never drift apart).
+`Valuation` is the field group IB's reqPnLSingle fills; `QueueItem` and the streamer's `Holding`
+(`ib/account/holdings.py`) carry it (declared here once, so the queue's payload and the holding's can never
+drift apart).
 """
 
 from __future__ import annotations

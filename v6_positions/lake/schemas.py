@@ -122,7 +122,7 @@ POSITION_QUEUE = TableSpec(
 
 # Fields of one position observation (PositionRow), in order. Prices and greeks are IB's, per share of ONE
 # option (per one unit of the underlying), never per position; null = IB did not compute it (its -1/-2
-# markers and unset values are never stored as numbers, see ib/values.py):
+# markers and unset values are never stored as numbers, see ib/ib_values.py):
 # - market_price: mid of a valid two-sided quote, else IB's model price (one-sided/empty quote), else last,
 #   else close. market_value = market_price x position x multiplier (IB's convention).
 # - delta: option price change per 1.00 move of the underlying; a position's share-equivalent delta is

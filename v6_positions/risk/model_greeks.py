@@ -21,7 +21,7 @@ the mark lies within `INTRINSIC_TOLERANCE` of the underlying's price below the f
 the money by more than that (so the same move cannot make it at or out of the money, where delta is not
 +-1); a mark further below says the inputs disagree, and stays null (`outside_bounds`).
 
-Units are IB's (see ib/values.py): delta per share, gamma per 1.00 of the underlying, vega per volatility
+Units are IB's (see ib/ib_values.py): delta per share, gamma per 1.00 of the underlying, vega per volatility
 point, theta per calendar day, implied vol as a fraction. Time to expiry runs from `now` to 16:00 New York
 time on the expiry date (when US equity options stop trading), in years of 365 days.
 

@@ -3,8 +3,8 @@
 - "stream": IB's underlying price from a streamed leg's option computation (`underlying_price` of a row
   that has one), the newest of the symbol;
 - "stock": a held stock's refreshed `market_price` (a STK row of the symbol), the newest;
-- "historical": the latest daily bar's close from reqHistoricalData (ib/historical.py), asked only for the
-  symbols `symbols_without_price` lists.
+- "historical": the latest daily bar's close from reqHistoricalData (`ib/zero_line/underlying_bars.py`),
+  asked only for the symbols `symbols_without_price` lists.
 An option row without a price of its own takes the candidate nearest in time to its own row (`event_time`),
 then the first in the order above. Why nearest: the implied vol is solved from the option's mark, and a mark
 and a spot of different moments are off by the move between them: a queued option's mark and a held stock's

@@ -80,10 +80,6 @@ class Quirks:
     data_warning: int | None = None  # 10090 / 10091 sent on reqMktData; the data still streams
     missing_greeks: frozenset[str] = frozenset()  # names from GREEK_FIELDS sent as IB's sentinels
 
-    @property
-    def plain(self) -> bool:
-        return not (self.one_sided or self.data_warning or self.missing_greeks)
-
 
 def make_quirks(fields: dict[str, Any], where: str) -> Quirks:
     """Quirks from the optional book / control-API fields; BookError names the field when one is bad."""

@@ -5,7 +5,6 @@ its owners, which it wires together: `clients` (connections, clientIds), `lines`
 count), `feed` (market-data subscriptions and ticks), `valuation` (values and P&L), `accounts`
 (reqPositions / reqAccountUpdates), `changes` (book edits) and `counters`. Faults a real gateway shows
 (a crash, the daily restart, lost connectivity, a competing session) are switched on here.
-~300 lines: the wiring of seven owners, three clocks and the fault switches, each a few lines.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 from ib_async import Contract, Position
+from lake_helpers import enqueue, queue_items
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.batch.partitions import contract_partition_key, queued_contracts
+from v6_positions.defs.batch.partition_keys import contract_partition_key, queued_contracts
 from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.resources import StreamSupervision
@@ -81,7 +82,7 @@ def test_a_close_is_written_at_its_own_time_and_beats_newer_rows(lake_root, inst
     result = _batch(_defs(lake_root), instance, [_partition(7)])
     assert result.success
     assert _book_row(lake_root, 7) is None, "a closed position is not in the book"
-    (item,) = queue.items()
+    (item,) = queue_items(queue)
     assert (item.status, item.position) == ("done", 0.0)
 
 
@@ -91,7 +92,7 @@ def test_a_requeue_during_a_batch_is_not_marked_done_unseen(lake_root, instance,
     add_stream_run("127.0.0.1:1", heartbeat=time.time())
     queue = PositionQueue(lake_root)
     now = datetime.now(UTC)
-    queue.insert(8, account=ACCOUNT, position=-2.0, market_price=1.0, payload_time=now, **CONTRACT)
+    enqueue(queue, 8, account=ACCOUNT, position=-2.0, market_price=1.0, payload_time=now, **CONTRACT)
     original_due = PositionQueue.due
 
     def due_then_stream_requeues(self, *args, **kwargs):
@@ -111,7 +112,7 @@ def test_a_requeue_during_a_batch_is_not_marked_done_unseen(lake_root, instance,
         PositionQueue.due = original_due  # type: ignore[method-assign]
     assert first.success
     assert _book_row(lake_root, 8) is not None  # the batch wrote what it read: -2
-    (item,) = queue.items()
+    (item,) = queue_items(queue)
     assert (item.status, item.position) == ("pending", 0.0), "the close was not marked done unseen"
 
     assert _batch(_defs(lake_root), instance, [_partition(8)]).success
@@ -126,12 +127,12 @@ def test_a_payload_without_a_time_never_overwrites_newer_rows(lake_root, instanc
         PositionRow(account=ACCOUNT, conid=9, position=-1.0, market_price=2.5, bid=2.4, ask=2.6,
                     source="stream", event_time=datetime.now(UTC) - timedelta(seconds=1), **CONTRACT)
     ])  # fmt: skip
-    PositionQueue(lake_root).insert(9, account=ACCOUNT, position=-1.0, **CONTRACT)
+    enqueue(PositionQueue(lake_root), 9, account=ACCOUNT, position=-1.0, **CONTRACT)
     result = _batch(_defs(lake_root), instance, [_partition(9)])
     assert not result.success  # the contract could not be refreshed: the run says so, and retries later
     row = _book_row(lake_root, 9)
     assert row is not None and (row["source"], row["market_price"]) == ("stream", 2.5)
-    (item,) = PositionQueue(lake_root).items()
+    (item,) = queue_items(PositionQueue(lake_root))
     assert item.status == "failed" and "no valuation time" in (item.last_error or "")
 
 
@@ -148,7 +149,9 @@ def test_an_empty_answer_from_ib_closes_nothing(lake_root, instance):
     queue = PositionQueue(lake_root)
     valued = datetime.now(UTC) - timedelta(seconds=20)
     for conid in (11, 12):
-        queue.insert(conid, account=ACCOUNT, position=-3.0, market_price=1.0, payload_time=valued, **CONTRACT)
+        enqueue(
+            queue, conid, account=ACCOUNT, position=-3.0, market_price=1.0, payload_time=valued, **CONTRACT
+        )
     with _empty_account_sim() as sim:
         result = _batch(_defs(lake_root, sim.port), instance, [_partition(11), _partition(12)])
         assert sim.stats()["max_lines_in_use"] == 0
@@ -162,7 +165,7 @@ def test_a_wrong_account_fails_the_batch_naming_the_variable_and_writes_nothing(
     queue = PositionQueue(lake_root)
     held = [key for key in load_book("demo").positions][:3]
     for account, conid in held:
-        queue.insert(conid, account=account, position=1.0, **CONTRACT)  # no valuation: the batch fetches
+        enqueue(queue, conid, account=account, position=1.0, **CONTRACT)  # no valuation: the batch fetches
     keys = [_partition(conid, account) for account, conid in held]
     with SimulatorThread(load_book("demo")) as sim:
         result = _batch(_defs(lake_root, sim.port, account="DU_TYPO"), instance, keys)
@@ -170,4 +173,4 @@ def test_a_wrong_account_fails_the_batch_naming_the_variable_and_writes_nothing(
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "V6_IB_ACCOUNT='DU_TYPO' is not managed" in failure.step_failure_data.user_failure_data.description
     assert read_table(lake_root, "queued_positions").is_empty()
-    assert {item.status for item in queue.items()} == {"pending"}, "nothing marked: retried once fixed"
+    assert {item.status for item in queue_items(queue)} == {"pending"}, "nothing marked: retried once fixed"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 import pytest
+from lake_helpers import enqueue
 
 from v6_positions.defs.resources import HealthThresholds
 from v6_positions.defs.stream.heartbeat import LINES_TAG
@@ -90,7 +91,7 @@ def test_stale_active_legs_fail(make_defs, instance, lake_root, age_s):
 
 
 def test_an_old_pending_queue_item_fails(make_defs, instance, lake_root):
-    PositionQueue(lake_root).insert(1001, "SPY", account=ACCOUNT, position=1.0)
+    enqueue(PositionQueue(lake_root), 1001, "SPY", account=ACCOUNT, position=1.0)
     assert run_checks(make_defs(thresholds=HealthThresholds(max_queue_age_s=900)), instance)[
         "queue_backlog_age"
     ].passed

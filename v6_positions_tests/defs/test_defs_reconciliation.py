@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.batch.partitions import queued_contracts
+from v6_positions.defs.batch.partition_keys import queued_contracts
 from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.defs.reconciliation import RECONCILE_JOB_NAME

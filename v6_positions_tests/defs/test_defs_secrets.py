@@ -85,7 +85,7 @@ def test_storage_secrets_never_reach_dagster_or_logs(
     requests = batch_requests(defs, instance)
     sensor_output += repr(requests)
     batch = defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(instance=instance, tags=requests[0].tags)
-    assert batch.success and PositionQueue(root, options).pending_count() == 0
+    assert batch.success and PositionQueue(root, options).backlog().due == 0
     defs.resolve_job_def("position_health_checks").execute_in_process(instance=instance, raise_on_error=False)
     maintenance = defs.resolve_job_def("lake_maintenance_job").execute_in_process(instance=instance)
     assert maintenance.success

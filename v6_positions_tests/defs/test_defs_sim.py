@@ -61,7 +61,7 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
 
     # 2. Every other position was queued; the sensor turns each into a partition.
     queue = PositionQueue(lake_root)
-    pending = queue.pending_count()
+    pending = queue.backlog().due
     assert pending > 0
     assert not {conid for _, conid in queue.keys()} & active
     supervised = queue_tick(defs, instance)
@@ -93,7 +93,7 @@ def test_stream_then_batch_then_book_and_checks(sim, make_defs, instance, lake_r
     ]
     # The stream is down now, so the run fetched with zero-line requests on its own clientId.
     assert summary["batch_from_zero_line_fetch"].value == pending
-    assert queue.pending_count() == 0
+    assert queue.backlog().due == 0
     assert read_table(lake_root, "queued_positions").height == pending
 
     # 4. The book: one row per held contract, from both paths.

@@ -25,6 +25,7 @@ from gateway_bot import (
     non_leg_options,
     register_legs,
 )
+from lake_helpers import queue_items
 
 from v6_positions.ib.streamer import StreamStopped
 from v6_positions.simulator import demo_strategy_legs
@@ -44,7 +45,7 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
                 await kit.until(lambda: streamer.status().line_cap == 4, what="stream capped at 4")
                 # 4 lines for 12 legs: the 2 riskiest keep long-lived lines, 10 rotate through a pool of 2;
                 # all 10 stay queued at priority 0 (the batch backs the pool)
-                await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 0) == 10,
+                await kit.until(lambda: sum(1 for i in queue_items(kit.queue()) if i.priority == 0) == 10,
                                 what="10 legs queued at priority 0")
                 await kit.until(lambda: lines_of(sim, STREAM_ID) == 4, what="the pool's lines held")
                 await asyncio.sleep(2.0)  # the bot keeps its lines; the stream only probes, one at a time
@@ -67,7 +68,7 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
                 await kit.until(lambda: len(streamer.status().streamed_conids) == 8, what="8 long-lived")
                 status = streamer.status()
                 assert len(status.unfit) == 4 and status.rotation is not None
-                assert set(status.unfit) <= {i.conid for i in kit.queue().items() if i.priority == 0}
+                assert set(status.unfit) <= {i.conid for i in queue_items(kit.queue()) if i.priority == 0}
                 # every leg has rows in Delta: long-lived or rotating
                 await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 12, timeout=10)
                 # the bot can take its lines back only once we release some: the account stays full

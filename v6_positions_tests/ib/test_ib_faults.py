@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 from ib_async import Contract
+from lake_helpers import queue_items
 
 from v6_positions.commands.stream import status_line
 
@@ -98,7 +99,7 @@ def test_101_caps_the_lines_at_what_ib_grants_and_the_rest_wait_queued_at_priori
             # 10 lines for 12 legs: 8 long-lived, the other 4 rotate through a pool of 2 and stay queued at
             # priority 0; every leg gets rows
             await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 12)
-            await kit.until(lambda: sum(1 for i in kit.queue().items() if i.priority == 0) == 4)
+            await kit.until(lambda: sum(1 for i in queue_items(kit.queue()) if i.priority == 0) == 4)
             await asyncio.sleep(2.0)  # probes keep asking, one at a time, with backoff
             # (a probe in flight holds an 11th line in the ledger until IB's 101: wait for the settled state)
             await kit.until(lambda: (streamer.status().lines_in_use, len(streamer.status().unfit)) == (10, 4))
@@ -111,7 +112,7 @@ def test_101_caps_the_lines_at_what_ib_grants_and_the_rest_wait_queued_at_priori
     refused = sim.stats()["errors_by_client"]["12"]["101"]
     # One 101 when the account filled, then at most one per probe: 0.5 s, 1 s, 1 s ... over ~3 s.
     assert 1 <= refused <= 6, refused
-    waiting = {i.conid for i in kit.queue().items() if i.priority == 0}
+    waiting = {i.conid for i in queue_items(kit.queue()) if i.priority == 0}
     assert waiting <= set(legs) and len(waiting) == 4
 
 

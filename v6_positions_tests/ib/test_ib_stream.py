@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import polars as pl
+from lake_helpers import queue_items
 
 
 def option_positions(sim) -> dict[int, object]:
@@ -52,7 +53,7 @@ def test_budget_of_ten_holds_ten_lines_and_queues_the_legs_beyond_at_priority_ze
     asyncio.run(scenario())
     stats = sim.stats()
     assert stats["max_lines_in_use"] == 10 and "101" not in stats["errors"]
-    urgent = [item for item in kit.queue().items() if item.priority == 0]
+    urgent = [item for item in queue_items(kit.queue()) if item.priority == 0]
     assert len(urgent) == 4 and {item.conid for item in urgent} <= set(legs)
 
 
@@ -115,7 +116,7 @@ def test_bad_input_is_reported_and_never_stops_the_stream(sim, kit):
             await kit.until(lambda: 777000002 in streamer.status().demoted, what="200 demotes")
             sim.set_position(account, queued_option, 0)  # a position of 0 for a queued contract
             await kit.until(lambda: any(i.conid == queued_option and i.position == 0
-                                        for i in kit.queue().items()), what="close queued")
+                                        for i in queue_items(kit.queue())), what="close queued")
             await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 12)
             status = streamer.status()
             assert status.lines_in_use == 12 and status.connected
@@ -126,7 +127,7 @@ def test_bad_input_is_reported_and_never_stops_the_stream(sim, kit):
     assert (777000001, "leg_not_held") in kinds
     assert (stock.conid, "sec_type_not_streamed") in kinds
     assert (777000002, "demoted") in kinds and "no_security" in status.demoted[777000002]
-    items = {item.conid: item for item in kit.queue().items()}
+    items = {item.conid: item for item in queue_items(kit.queue())}
     assert items[777000002].priority == 1 and items[stock.conid].priority == 2
     assert sim.stats()["errors"].get("101") is None
 

@@ -1,4 +1,4 @@
-"""The stream with more active legs than lines (issue 12), over TCP: the simulator with IB-like quote latency,
+"""The stream with more active legs than lines, over TCP: the simulator with IB-like quote latency,
 the real streamer, a temp lake. 150 active legs on 100 lines: the riskiest hold long-lived lines, the rest
 rotate through the pool, every leg has rows no older than the computed bound, no 100 or 101."""
 

@@ -12,18 +12,16 @@ from collections import Counter
 import dagster as dg
 import pytest
 import sqlalchemy
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
-from test_defs_batch import (
+from batch_helpers import (
     GATEWAY,
     materialize_range,
     partition_status,
     queue_and_partition,
     run_materializations,
 )
+from dagster import DagsterEvent, DagsterEventType, EventLogEntry
 
+from v6_positions.dagster_internals import INDEX_SHARD_NAME, SqliteEventLogStorage, StepMaterializationData
 from v6_positions.defs.stream.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.instance.sqlite_event_log import BatchedSqliteEventLogStorage
 

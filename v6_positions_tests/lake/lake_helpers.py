@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from v6_positions.lake.rows import PositionRow
-from v6_positions.lake.tables import table_uri
+import polars as pl
+
+from v6_positions.lake.queue import PositionQueue
+from v6_positions.lake.queue_reads import items_of
+from v6_positions.lake.rows import DEFAULT_PRIORITY, PositionRow, QueueItem
+from v6_positions.lake.tables import read_table, table_uri
 
 if TYPE_CHECKING:  # the concurrency workers import this module without the tests' root on sys.path
     from s3_server import S3Server
@@ -46,3 +50,24 @@ def aged_row(account: str, conid: int, position: float, minutes_ago: float, sour
         source=source,
         event_time=datetime.now(UTC) - timedelta(minutes=minutes_ago),
     )
+
+
+def queue_items(queue: PositionQueue, status: str | None = None) -> list[QueueItem]:
+    """Every row of the queue (with this status) as the queue's records, sorted by (account, conid)."""
+    rows = read_table(queue.root_uri, "position_queue", queue.storage_options)
+    if status is not None:
+        rows = rows.filter(pl.col("status") == status)
+    return items_of(rows.sort(["account", "conid"]))
+
+
+def enqueue(
+    queue: PositionQueue,
+    conid: int,
+    symbol: str,
+    priority: int = DEFAULT_PRIORITY,
+    *,
+    account: str = "",
+    **fields: object,
+) -> None:
+    """Queue one contract in its own commit; `fields` are QueueItem's (contract, multiplier, payload)."""
+    queue.insert_many([QueueItem(account=account, conid=conid, symbol=symbol, priority=priority, **fields)])  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from lake_helpers import Lake, aged_row
+from lake_helpers import Lake, aged_row, enqueue
 
 from v6_positions.lake.book_heal import heal_book, refresh_positions
 from v6_positions.lake.errors import InvalidRowError
@@ -19,7 +19,7 @@ from v6_positions.lake.positions import (
     COMPACT_ABOVE_FILES,
     PositionsBook,
     apply_to_positions,
-    build_positions,
+    newest_per_contract,
     read_positions,
 )
 from v6_positions.lake.queue import PositionQueue
@@ -31,8 +31,11 @@ _COLUMNS = ["account", "conid", "position", "market_price", "source", "event_tim
 
 
 def _full_rebuild(lake: Lake) -> pl.DataFrame:
+    """The book from scratch: the newest row per contract of all history, closed positions (0) left out."""
     history = pl.concat([read_table(lake.root, name, lake.options) for name in HISTORY_TABLES])
-    return build_positions(history, datetime.now(UTC)).select(_COLUMNS).sort(["account", "conid"])
+    newest = newest_per_contract(history)
+    held = newest.filter(pl.col("position").is_null() | (pl.col("position") != 0))
+    return held.select(_COLUMNS).sort(["account", "conid"])
 
 
 def _book(lake: Lake) -> pl.DataFrame:
@@ -192,7 +195,7 @@ def test_growth_is_bounded_by_table_properties_and_the_writers_vacuum(lake: Lake
     """Each merge rewrites the book's file: removed files must leave the log and the storage, not pile up."""
     root, options = lake.root, lake.options
     write_rows(root, "streamed_positions", [aged_row("A", 1, 1.0, 1, "stream")], options)
-    PositionQueue(root, options).insert(1, "SPY", account="A")
+    enqueue(PositionQueue(root, options), 1, "SPY", account="A")
     config = {
         name: DeltaTable(lake.uri(name), storage_options=options).metadata().configuration
         for name in ("positions", "streamed_positions", "position_queue")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from lake_helpers import Lake
+from lake_helpers import Lake, enqueue
 
 from v6_positions.lake.errors import LakeError
 from v6_positions.lake.history import HistoryWriter, PositionRow
@@ -26,7 +26,7 @@ def _many_small_appends(lake: Lake, flushes: int) -> None:
 def test_maintain_compacts_checkpoints_and_vacuums(lake: Lake) -> None:
     root, options = lake.root, lake.options
     _many_small_appends(lake, 30)
-    PositionQueue(root, options).insert(1, "SPY")
+    enqueue(PositionQueue(root, options), 1, "SPY")
     before = read_table(root, "streamed_positions", options).sort("conid")
 
     stats = maintain(root, options, retention_hours=0, enforce_retention_duration=False)

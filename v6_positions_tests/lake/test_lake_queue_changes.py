@@ -7,7 +7,7 @@ from datetime import date
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from lake_helpers import Lake
+from lake_helpers import Lake, enqueue, queue_items
 
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.schemas import POSITION_QUEUE
@@ -26,16 +26,16 @@ def test_due_returns_pending_and_retryable_rows_most_urgent_first(lake: Lake) ->
     queue = _queue(lake, max_attempts=1)
     assert queue.due() == []
     for conid, priority in ((10, 2), (11, 1), (12, 2), (13, 0), (14, 1), (15, 2), (16, 2)):
-        queue.insert(conid, "SPY", priority, account="A")
+        enqueue(queue, conid, "SPY", priority, account="A")
     queue.mark_done([("A", 15)])
     queue.mark_failed([("A", 16)], "no data")  # attempts 1 = max_attempts: no longer due
     queue.mark_failed([("A", 12)], "no data")
-    queue.insert(12, "SPY", account="A")  # re-queued while failed: stays in its wait, due again
+    enqueue(queue, 12, "SPY", account="A")  # re-queued while failed: stays in its wait, due again
     assert [i.conid for i in queue.due()] == [13, 11, 14, 10, 12]
     assert [i.conid for i in queue.due(2)] == [13, 11]
     assert queue.due(0) == []
     assert [i.conid for i in queue.due(2**62)] == [13, 11, 14, 10, 12]  # "everything", as old callers ask
-    assert queue.pending_count() == 5
+    assert queue.backlog().due == 5
     assert all(isinstance(item, QueueItem) and item.symbol == "SPY" for item in queue.due())
     with pytest.raises(ValueError, match="limit=-1"):
         queue.due(-1)
@@ -45,7 +45,7 @@ def test_due_of_some_keys_and_the_backlog_aggregate(lake: Lake) -> None:
     queue = _queue(lake, max_attempts=1)
     assert queue.backlog().due == 0 and queue.backlog().oldest_queued_at is None
     queue.insert_many(_items(range(1, 6)))
-    queue.insert(1, "SPY", account="B")  # same conid, another account
+    enqueue(queue, 1, "SPY", account="B")  # same conid, another account
     queue.mark_done([("A", 2)])
     wanted = {("A", 1), ("A", 2), ("A", 4), ("C", 9)}  # (A, 2) is done, (C, 9) is not queued
     assert [item.key for item in queue.due(keys=wanted)] == [("A", 1), ("A", 4)]
@@ -74,7 +74,7 @@ def test_closed_or_expired_and_remove(lake: Lake) -> None:
     )
     queue.mark_done([("A", 3), ("A", 4), ("A", 5)])
     today = date(2026, 6, 20)
-    assert queue.closed_or_expired(today) == [("A", 1), ("A", 3)]
+    assert [i.key for i in queue.closed_or_expired_items(today)] == [("A", 1), ("A", 3)]
     items = queue.closed_or_expired_items(today)  # with the contract fields that name their partitions
     assert [(i.key, i.symbol, i.expiry) for i in items] == [
         (("A", 1), "SPY", "20260619"),
@@ -83,7 +83,7 @@ def test_closed_or_expired_and_remove(lake: Lake) -> None:
     ghost = QueueItem(account="A", conid=99, symbol="SPY")
     assert queue.remove([*items, ghost]) == 2
     assert queue.keys() == [("A", 2), ("A", 4), ("A", 5), ("B", 1)]
-    assert queue.closed_or_expired(today) == []
+    assert [i.key for i in queue.closed_or_expired_items(today)] == []
     assert queue.remove([]) == 0
     assert PositionQueue(f"{lake.root}/empty", lake.options).remove([ghost]) == 0
 
@@ -91,12 +91,12 @@ def test_closed_or_expired_and_remove(lake: Lake) -> None:
 def test_remove_keeps_a_row_requeued_since_it_was_read(lake: Lake) -> None:
     """The clean-up reads a closed row, the contract reopens, then the delete runs: the reopened row stays."""
     queue = _queue(lake)
-    queue.insert(1, "SPY", account="A", expiry="20261218", position=0.0)
+    enqueue(queue, 1, "SPY", account="A", expiry="20261218", position=0.0)
     queue.mark_done([("A", 1)])
     (closed,) = queue.closed_or_expired_items(date(2026, 6, 20))
-    queue.insert(1, "SPY", account="A", expiry="20261218", position=3.0)  # reopened meanwhile
+    enqueue(queue, 1, "SPY", account="A", expiry="20261218", position=3.0)  # reopened meanwhile
     assert queue.remove([closed]) == 0
-    (row,) = queue.items()
+    (row,) = queue_items(queue)
     assert (row.status, row.position) == ("pending", 3.0)
 
 
@@ -111,7 +111,8 @@ def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) ->
 
     queue.insert_many(_items(range(100, 103), position=2.0))  # one update (100), two new keys
     queue.mark_done([("A", 5)])
-    queue.remove([i for i in queue.items() if i.conid in (7, 101)])  # a removed key is not a change to report
+    # A removed key is not a change to report.
+    queue.remove([i for i in queue_items(queue) if i.conid in (7, 101)])
     cursor, changed = queue.changes_since(version)
     assert cursor == queue.version()
     assert changed["conid"].to_list() == [5, 100, 102]
@@ -123,7 +124,7 @@ def test_changes_since_returns_only_what_changed_after_the_cursor(lake: Lake) ->
         queue.changes_since(-2)
     # A cursor ahead of the table (the queue was recreated): one full read resynchronises the sensor.
     ahead, rows = queue.changes_since(cursor + 50)
-    assert ahead == cursor and rows.height == queue.pending_count() + 1  # every row; (A, 5) is done
+    assert ahead == cursor and rows.height == queue.backlog().due + 1  # every row; (A, 5) is done
 
 
 def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> None:
@@ -137,7 +138,7 @@ def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> 
     table = DeltaTable(lake.uri("position_queue"), storage_options=lake.options)
     assert "delta.enableChangeDataFeed" not in table.metadata().configuration
     queue = PositionQueue(lake.root, lake.options)
-    queue.insert(3, "SPY", account="A")  # the first use turns the feed on (version 2), then merges (3)
+    enqueue(queue, 3, "SPY", account="A")  # the first use turns the feed on (version 2), then merges (3)
     table = DeltaTable(lake.uri("position_queue"), storage_options=lake.options)
     assert table.metadata().configuration["delta.enableChangeDataFeed"] == "true"
     # Commits from before the feed still count: the append of row 2 (version 1) is a change after version 0.
@@ -145,5 +146,5 @@ def test_changes_since_on_a_queue_created_before_the_change_feed(lake: Lake) -> 
     assert version == queue.version() == 3 and rows["conid"].to_list() == [2, 3]
     assert queue.changes_since(-1)[1]["conid"].to_list() == [1, 2, 3]
     assert queue.changes_since(1)[1]["conid"].to_list() == [3]  # from the version that turned it on: the feed
-    queue.insert(4, "SPY", account="A")
+    enqueue(queue, 4, "SPY", account="A")
     assert queue.changes_since(version)[1]["conid"].to_list() == [4]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import polars as pl
-from lake_helpers import Lake
+from lake_helpers import Lake, enqueue
 
 from v6_positions.lake.queue import PositionQueue, QueueItem
 from v6_positions.lake.tables import read_table
@@ -67,7 +67,7 @@ def run_worker(
     assert len(conids) == OPS_PER_PROCESS
     start_together(barrier, worker)
     for conid in conids[:single_inserts]:
-        queue.insert(conid, "SPY", account="DU1", position=float(worker + 1))
+        enqueue(queue, conid, "SPY", account="DU1", position=float(worker + 1))
         _mark_owned(queue, [conid])
     rest = conids[single_inserts:]
     for start in range(0, len(rest), chunk_size):
@@ -90,7 +90,8 @@ def _mark_owned(queue: PositionQueue, conids: list[int]) -> None:
 
 def test_two_processes_lose_nothing_and_duplicate_nothing(lake: Lake, tmp_path: Path) -> None:
     root, options = lake.root, lake.options
-    PositionQueue(root, options).insert(999_999, "WARMUP", account="DU0")  # create the table before the race
+    # Create the table before the race.
+    enqueue(PositionQueue(root, options), 999_999, "WARMUP", account="DU0")
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     procs = [

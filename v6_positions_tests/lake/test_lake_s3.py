@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from deltalake.exceptions import CommitFailedError
+from lake_helpers import enqueue
 from s3_server import REGION, S3Server
 
 from v6_positions.commands import registry as cli
@@ -34,8 +35,8 @@ def test_every_commit_is_a_conditional_put_the_server_enforces(tmp_path: Path) -
         bucket = s3.new_bucket()
         root, options = f"s3://{bucket}/lake", s3.storage_options()
         queue = PositionQueue(root, options)
-        queue.insert(1, "SPY", account="A")
-        queue.insert(2, "SPY", account="A")
+        enqueue(queue, 1, "SPY", account="A")
+        enqueue(queue, 2, "SPY", account="A")
         queue.mark_done([("A", 1)])
         StrategyRegistry(root, options).add_active(7, "SPY", "C", 500.0, "20261218", 1)
 
@@ -59,14 +60,14 @@ def test_every_commit_is_a_conditional_put_the_server_enforces(tmp_path: Path) -
         with pytest.raises(ClientError) as refused:
             client.put_object(Bucket=bucket, Key=key, Body=b"{}", IfNoneMatch="*")
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
-        assert queue.pending_count() == 1 and queue.keys("done") == [("A", 1)]
+        assert queue.backlog().due == 1 and queue.keys("done") == [("A", 1)]
 
 
 def test_conditional_put_switched_off_fails_loudly_naming_the_table(s3_server: S3Server) -> None:
     root = f"s3://{s3_server.new_bucket()}/lake"
     options = s3_server.storage_options(conditional_put="disabled")
     with pytest.raises(LakeError) as info:
-        PositionQueue(root, options).insert(1, "SPY", account="A")
+        enqueue(PositionQueue(root, options), 1, "SPY", account="A")
     message = str(info.value)
     assert "position_queue" in message and "conditional put is disabled" in message
     assert read_table(root, "position_queue", s3_server.storage_options()).is_empty()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from lake_helpers import enqueue, queue_items
 
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
@@ -66,13 +67,13 @@ def test_rights_call_and_put_are_normalised(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sec_type", ["OPT", "FOP", "STK", "FUT", "IND", "CASH", "BAG", "WAR"])
 def test_known_sec_types_are_accepted(tmp_path: Path, sec_type: str) -> None:
-    PositionQueue(str(tmp_path)).insert(1, "X", sec_type=sec_type)
+    enqueue(PositionQueue(str(tmp_path)), 1, "X", sec_type=sec_type)
     assert read_table(str(tmp_path), "position_queue")["sec_type"].to_list() == [sec_type]
 
 
 def test_queue_batch_with_one_bad_row_writes_nothing(tmp_path: Path) -> None:
     queue = PositionQueue(str(tmp_path))
-    queue.insert(1, "SPY")
+    enqueue(queue, 1, "SPY")
     version = queue.version()
     items = [QueueItem(account="A", conid=c, symbol="SPY") for c in range(1, 1001)]
     items[637] = QueueItem(account="A", conid=638, symbol="SPY", right="Z")
@@ -92,17 +93,17 @@ def test_queue_insert_refuses_bad_field(tmp_path: Path, field: str, value: objec
     queue = PositionQueue(str(tmp_path))
     kwargs = {"conid": 5, "symbol": "SPY", field: value}
     with pytest.raises(InvalidRowError, match=f"^position_queue row 0: {field}="):
-        queue.insert(**kwargs)
+        enqueue(queue, **kwargs)
     assert queue.version() == -1
 
 
 def test_stock_strike_zero_and_empty_right_mean_none(tmp_path: Path) -> None:
     queue = PositionQueue(str(tmp_path))
-    queue.insert(7, "AAPL", sec_type="STK", strike=0.0, right="", expiry="")
-    (item,) = queue.items()
+    enqueue(queue, 7, "AAPL", sec_type="STK", strike=0.0, right="", expiry="")
+    (item,) = queue_items(queue)
     assert (item.strike, item.right, item.expiry) == (None, None, None)
     with pytest.raises(InvalidRowError, match="strike=0.0"):
-        queue.insert(8, "SPY", sec_type="OPT", strike=0.0)
+        enqueue(queue, 8, "SPY", sec_type="OPT", strike=0.0)
 
 
 def test_history_refuses_bad_rows_before_buffering(tmp_path: Path) -> None:

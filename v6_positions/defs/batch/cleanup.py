@@ -14,7 +14,7 @@ from datetime import date
 
 import dagster as dg
 
-from v6_positions.defs.batch.partitions import contract_from_key, queued_contracts
+from v6_positions.defs.batch.partition_keys import contract_from_key, queued_contracts
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.queue import PositionQueue
 

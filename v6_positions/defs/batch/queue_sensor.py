@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import dagster as dg
 import polars as pl
 
-from v6_positions.defs.batch.partitions import contract_from_key, contract_partition_key, queued_contracts
+from v6_positions.defs.batch.partition_keys import contract_from_key, contract_partition_key, queued_contracts
 from v6_positions.defs.metadata import QUEUE_COLUMNS, REGISTRY_COLUMNS, rows_markdown
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.queue import PositionQueue

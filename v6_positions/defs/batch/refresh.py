@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from v6_positions.config import Settings
-from v6_positions.defs.batch.partitions import contract_from_key
+from v6_positions.defs.batch.partition_keys import contract_from_key
 from v6_positions.ib.account.position_list import AccountNotManaged, PositionList
 from v6_positions.ib.zero_line.position_fetch import ZeroLineFetch, fetch_positions_zero_line
 from v6_positions.lake.history import write_rows

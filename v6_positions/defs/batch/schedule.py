@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from v6_positions.defs.batch.partitions import DEFER_EVENTS_TAG, contract_from_key, queued_contracts
+from v6_positions.defs.batch.partition_events import DEFER_EVENTS_TAG
+from v6_positions.defs.batch.partition_keys import contract_from_key, queued_contracts
 from v6_positions.defs.jobs import BATCH_JOB_NAME, batch_job
 from v6_positions.defs.resources import LakeResource
 from v6_positions.lake.queue import PositionQueue

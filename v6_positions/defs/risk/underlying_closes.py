@@ -93,7 +93,7 @@ def latest_closes(instance: dg.DagsterInstance, now: float | None = None) -> dic
 @dg.asset(
     key=CLOSES_KEY,
     deps=[positions],
-    group_name="positions",  # the risk assets' group (defs/risk_assets.GROUP): one lineage, drawn expanded
+    group_name="positions",  # the risk assets' group (`risk/assets.py`'s GROUP): one lineage, drawn expanded
     owners=OWNERS,
     kinds={"ib_async", "polars"},
     description="The latest close (one daily bar, reqHistoricalData, zero lines) of every underlying the "

@@ -1,8 +1,8 @@
 """The stream job: one long-lived run that holds the IB stream, reports progress and a heartbeat.
 
-The streamer (asyncio, ib_async) runs on its own event loop in a worker thread (`stream_thread.py`); the
+The streamer (asyncio, ib_async) runs on its own event loop in a worker thread (`thread.py`); the
 op's main thread only waits on it, stamps the heartbeat, and logs progress at a bounded rate
-(`stream_report.py`). Keeping Dagster calls on the main thread matters because the run context is not
+(`report.py`). Keeping Dagster calls on the main thread matters because the run context is not
 thread-safe. This module owns the run's life: start, refuse to connect, stop, and how the run ends.
 
 Stopping: while it streams, the op turns SIGINT/SIGTERM (Dagster's "Terminate", or Ctrl-C / SIGTERM reaching

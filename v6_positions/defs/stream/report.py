@@ -28,7 +28,7 @@ from v6_positions.defs.stream.heartbeat import (
     write_heartbeat,
 )
 from v6_positions.defs.stream.thread import LatestRows
-from v6_positions.ib.streamer import StreamStatus
+from v6_positions.ib.stream_status import StreamStatus
 from v6_positions.lake.history import HistoryWriter
 
 

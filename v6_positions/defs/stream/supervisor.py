@@ -1,8 +1,8 @@
 """The supervisor sensor: keeps one stream run alive per gateway.
 
 It never connects to IB, never streams and never reads the lake: a tick reads a bounded number of run records
-only, so a broken or slow lake cannot stop supervision (queue keys become partitions in `queue_sensor.py`, a
-sensor of its own).
+only, so a broken or slow lake cannot stop supervision (queue keys become partitions in a sensor of their own,
+`batch/queue_sensor.py`).
 
 A run judged dead is marked failed at once, but its replacement is requested only once no finished run may
 still hold the gateway (`gateway_holders`): a run wrongly judged dead (a frozen process, a heartbeat stuck on

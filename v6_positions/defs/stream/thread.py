@@ -12,7 +12,8 @@ import threading
 
 from v6_positions.config import Settings
 from v6_positions.ib.rows.handlers import DeltaLakePositionWriter
-from v6_positions.ib.streamer import PositionStreamer, StreamStatus
+from v6_positions.ib.stream_status import StreamStatus
+from v6_positions.ib.streamer import PositionStreamer
 from v6_positions.lake.history import HistoryWriter, PositionRow
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.registry import StrategyRegistry

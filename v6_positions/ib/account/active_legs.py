@@ -11,11 +11,20 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from v6_positions.ib.periodic import stopped_within
 from v6_positions.lake.registry import StrategyRegistry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LegsStats:
+    """The registry as the stream's status shows it."""
+
+    error: str | None  # the last read failed: the last known active legs are kept
+    invalid_rows: int  # rows skipped because they break the table's contract
 
 
 class ActiveLegs:
@@ -27,7 +36,7 @@ class ActiveLegs:
     ) -> None:
         self.registry = registry
         self.poll_s = poll_s
-        self._on_deactivated = on_deactivated
+        self._on_deactivated = on_deactivated  # told which legs left the active set
         self.conids: set[int] = set()
         self.error: str | None = None  # the last read failed: the last known active legs are kept
         self.invalid: list[object] = []  # rows breaking the table's contract: skipped, reported
@@ -41,6 +50,9 @@ class ActiveLegs:
                     on_change()
             except Exception as exc:
                 self.failed(exc)
+
+    def stats(self) -> LegsStats:
+        return LegsStats(self.error, len(self.invalid))
 
     def failed(self, exc: Exception) -> None:
         first = self.error is None

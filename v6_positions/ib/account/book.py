@@ -4,6 +4,9 @@ fan out to.
 
 Fed by positions (reqPositions: multi-client safe) only; valuations are applied by the caller from the
 zero-line reqPnLSingle sweep. Never by account updates: IB serves those to one client per gateway.
+
+The book is synced from the rebuild after a (re)connect until the connection drops: live position updates,
+routing and the stream's requests wait for it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from v6_positions.ib.routing.ranking import RankedLeg
 log = logging.getLogger(__name__)
 
 Change = Literal["opened", "changed", "closed"]
+
+
+@dataclass(slots=True)
+class AccountStats:
+    """The book as the stream's status shows it."""
+
+    synced: bool  # rebuilt from IB's positions since the last (re)connect
+    accounts: list[str]  # accounts with a holding, sorted
 
 
 @dataclass(slots=True)
@@ -46,6 +57,7 @@ class AccountBook:
         self.account = account  # V6_IB_ACCOUNT: the one account followed; empty follows every managed one
         self.stream_sec_types = tuple(stream_sec_types)
         self.holdings: dict[HoldingKey, Holding] = {}
+        self.synced = False  # rebuilt from IB's positions since the last (re)connect
         self._stream_keys: dict[int, list[HoldingKey]] = {}  # streamed conid -> holdings (ticks fan out)
 
     # -- accounts --------------------------------------------------------------------------------------------
@@ -63,6 +75,9 @@ class AccountBook:
 
     def accounts(self) -> list[str]:
         return sorted({key[0] for key in self.holdings})
+
+    def stats(self) -> AccountStats:
+        return AccountStats(self.synced, self.accounts())
 
     # -- positions -------------------------------------------------------------------------------------------
     def absorb(self, position: Position, *, startup: bool = False) -> Holding | None:
@@ -94,8 +109,9 @@ class AccountBook:
         return holding
 
     def rebuild(self, positions: Iterable[Position]) -> list[Holding]:
-        """Start over from IB's full positions list (after a (re)connect). Returns the holdings that closed
-        while we were away; the others keep their last valuation until the next sweep replaces it."""
+        """Start over from IB's full positions list (after a (re)connect): synced from now on. Returns the
+        holdings that closed while we were away; the others keep their last valuation until the next sweep
+        replaces it."""
         previous = self.holdings
         self.holdings = {}
         for position in positions:
@@ -104,7 +120,13 @@ class AccountBook:
             fresh = self.holdings.get(key)
             if fresh is not None and holding.payload_time is not None and fresh.position == holding.position:
                 fresh.take_valuation(holding)  # only a valuation of the size held now
+        self.synced = True
         return [previous[key] for key in previous.keys() - self.holdings.keys()]
+
+    def connection_lost(self) -> None:
+        """Positions may change unheard until the next rebuild: not synced (the holdings stay, their
+        valuations carry over to the rebuild)."""
+        self.synced = False
 
     def on_position(self, position: Position) -> PositionChange | None:
         """A live position update: what it changed, None when nothing we follow changed."""

@@ -5,7 +5,7 @@ exactly what a reconciliation needs, at no extra request: the book is compared w
 while the stream goes on. Positions held but missing or wrongly sized are the stream's own work right after
 a connect (it streams or queues every holding), so only ghosts are repaired here: book rows of positions that
 closed while no stream was running, which nothing else would ever close. The same rules as the scheduled
-reconciliation apply (lake/reconcile.py): only accounts the answer lists positions for are compared;
+reconciliation apply (`lake/reconcile.py`): only accounts the answer lists positions for are compared;
 nothing is closed on an empty answer.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ib_async import Position
@@ -42,8 +42,11 @@ class ConnectReconciler:
         self.root_uri = root_uri
         self.storage_options = storage_options
         self.account = account
-        self.stats = ReconcileStats()
+        self._stats = ReconcileStats()
         self._task: asyncio.Task[None] | None = None
+
+    def stats(self) -> ReconcileStats:
+        return replace(self._stats)
 
     def start(self, positions: Iterable[Position], managed: list[str]) -> None:
         """Reconcile against this answer in the background (a run still going is left to finish first)."""
@@ -64,15 +67,15 @@ class ConnectReconciler:
                 reconcile_book, self.root_uri, broker, self.storage_options, repair=("ghost",)
             )
         except Exception:  # the lake may be down: the next connect or the schedule reconciles
-            self.stats.errors += 1
+            self._stats.errors += 1
             log.exception("reconciliation at connect failed")
             return
         fixed = outcome.closes_written + outcome.requeued
-        self.stats.runs += 1
-        self.stats.last_at = outcome.answered_at
-        self.stats.last_summary = outcome.summary()
-        self.stats.last_fixed = fixed
-        self.stats.fixed_total += fixed
+        self._stats.runs += 1
+        self._stats.last_at = outcome.answered_at
+        self._stats.last_summary = outcome.summary()
+        self._stats.last_fixed = fixed
+        self._stats.fixed_total += fixed
 
     async def stop(self) -> None:
         """Let a running reconciliation finish (its writes are small and idempotent)."""

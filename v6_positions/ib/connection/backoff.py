@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter: reconnects (`session.py`) and line probes (`lines.py`)."""
+"""Exponential backoff with jitter: reconnects (`session.py`) and line probes (`lines/ledger.py`)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 - Always `readonly=True`: nothing here can place, modify or cancel an order.
 - Never asks for account updates: IB serves them to ONE client per gateway and a new subscriber takes them
   from the trader's bot (2100). Positions come from reqPositions (multi-client safe); valuations from
-  zero-line reqPnLSingle requests (`valuations.py`).
+  zero-line reqPnLSingle requests (`zero_line/valuation_sweep.py`).
 - Reconnects when the socket drops and when the heartbeat (reqCurrentTime) fails. A gateway that reports its
   IB link lost (1100/2110) but still answers the heartbeat is left alone: IB's nightly reset stops data for
   minutes without dropping the socket, and a new socket would not bring IB back sooner. 1101/1102 or the
@@ -20,9 +20,8 @@
 - Requests are throttled at 40 messages/s (ib_async's default is 45) to leave IB's 50/s limit some room when
   a burst (start-up subscriptions, a 1101 replay) reaches the gateway bunched.
 
-One module (~400 lines) because IBSession is one lifecycle (connect, 326 wait, heartbeat, link loss,
-reconnect) whose steps share its fields; its parts with a life of their own live in `backoff.py` and
-`client_ids.py`.
+IBSession is one lifecycle (connect, 326 wait, heartbeat, link loss, reconnect) whose steps share its fields,
+so they stay together; the parts with a life of their own live in `backoff.py` and `client_ids.py`.
 """
 
 from __future__ import annotations
@@ -93,6 +92,18 @@ class SessionConfig:
         return tuple(range(self.client_id, self.client_id + max(1, self.client_id_count)))
 
 
+@dataclass(slots=True)
+class SessionStats:
+    """The connection as the stream's status shows it."""
+
+    connected: bool
+    client_id: int
+    reconnects: int
+    waiting_for_client_id: bool  # the clientId is in use: waiting for it, holding no line
+    client_id_waits: int
+    link_lost: bool  # 1100: the gateway lost IB; waiting for 1101/1102/farm OK
+
+
 class ConnectResult(enum.Enum):
     CONNECTED = "connected"
     CLIENT_ID_IN_USE = "client_id_in_use"
@@ -107,7 +118,9 @@ class IBSession:
         *,
         on_connected: Callable[[bool], Awaitable[None]] | None = None,
         on_disconnected: Callable[[], None] | None = None,
-        on_data_lost: Callable[[], Awaitable[None]] | None = None,
+        # 1101 (data lost, socket kept): the owner re-requests; it returns why the socket must be renewed
+        # instead (what it re-requested did not come back), or None.
+        on_data_lost: Callable[[], Awaitable[str | None]] | None = None,
         fetch: StartupFetch = STREAM_FETCH,
         rng: random.Random | None = None,
     ) -> None:
@@ -156,6 +169,12 @@ class IBSession:
     def roams(self) -> bool:
         """Helper clients move to another id of their range on 326; the stream never does."""
         return len(self.config.client_ids) > 1
+
+    def stats(self) -> SessionStats:
+        return SessionStats(
+            self.connected, self.client_id, self.reconnects, self.waiting_for_client_id,
+            self.client_id_waits, self.link_lost,
+        )
 
     def request_reconnect(self, reason: str) -> None:
         self._reconnect_reason = reason
@@ -381,13 +400,18 @@ class IBSession:
             log.warning("IB link restored, data lost (%s): re-subscribing", code)
             self._link_lost_at = None
             if self._on_data_lost is not None:
-                self._spawn(self._on_data_lost())
+                self._spawn(self._recover_data(self._on_data_lost))
         elif code in RESTORED_DATA_KEPT:
             log.info("IB link restored, data kept (%s)", code)
             self._link_lost_at = None
         elif code in FARM_OK and self._link_lost_at is not None:
             log.info("IB data farm OK (%s) after a link loss: data flowing again", code)
             self._link_lost_at = None
+
+    async def _recover_data(self, on_data_lost: Callable[[], Awaitable[str | None]]) -> None:
+        reason = await on_data_lost()
+        if reason is not None:
+            self.request_reconnect(reason)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,15 +1,16 @@
 """Which held active legs hold a streaming line now, and how the stream gets there from where it is.
 
-Owns the routing outcome (queued holdings and their priorities, reports, demotions) and applies each plan
-politely: one new stream at a time, each confirmed by IB (tickReqParams, data, or silence past a timeout)
-before the next, so a full account answers one 101, never a burst. How many lines the stream may hold, and
-how they split between long-lived streams and the rotating pool, comes from the line ledger (`lines.py`),
-which every line goes through; while IB caps the lines, the split gives the one line beyond the grant (the
-probe, paced by the ledger) to one more long-lived stream. Legs that do not fit rotate through the pool when
-it is on (`rotator.py`); the queue backs them all.
+Owns the routing outcome (queued holdings and their priorities, reports) and applies each plan politely: one
+new stream at a time, each confirmed by IB (tickReqParams, data, or silence past a timeout) before the next,
+so a full account answers one 101, never a burst. How many lines the stream may hold, and how they split
+between long-lived streams and the rotating pool, comes from the line ledger (`lines/ledger.py`), which every
+line goes through; while IB caps the lines, the split gives the one line beyond the grant (the probe, paced by
+the ledger) to one more long-lived stream. Legs that do not fit rotate through the pool when it is on
+(`lines/pool.py`), ranked by risk (`routing/ranking.py`); the queue backs them all. Legs IB refused are read
+from IB's verdicts (`lines/stream_errors.py`), which the streamer hands here one by one.
 
-One module (~330 lines): the plan, its one-at-a-time application and IB's verdicts on each stream all
-read and write the same pending adds, queued holdings and reports.
+The plan, its one-at-a-time application and IB's verdicts on each stream read and write the same pending
+adds, queued holdings and reports, so they live in one class.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from v6_positions.ib.account.active_legs import ActiveLegs
 from v6_positions.ib.account.book import AccountBook
 from v6_positions.ib.account.holdings import Holding, HoldingKey
-from v6_positions.ib.connection.session import IBSession
 from v6_positions.ib.lines.ledger import STREAM, LineLedger, quiet_refusal_lines
 from v6_positions.ib.lines.pool import LineRotator
+from v6_positions.ib.lines.stream_errors import StreamErrors
 from v6_positions.ib.lines.subscriptions import SubscriptionRegistry, contract_label, stream_contract
 from v6_positions.ib.routing.plan import RoutingPlan, RoutingReport, route
 from v6_positions.ib.routing.ranking import RiskRanking
@@ -36,30 +38,42 @@ log = logging.getLogger(__name__)
 CONFIRM_POLL_S = 0.01
 
 
+@dataclass(slots=True)
+class AllocationStats:
+    """The routing outcome as the stream's status shows it."""
+
+    streamed: list[int]  # conids with a live stream, sorted
+    queued: int  # holdings routed to the position queue
+    unfit: list[int]  # active legs beyond the lines (over_budget reports), sorted
+    legs_not_held: list[int]  # active legs the account does not hold, sorted
+    risk_scores: dict[int, float]  # every streamable active leg's score (ranked only while the pool is on)
+
+
 class LineAllocation:
     def __init__(
         self,
         *,
-        rotation_lines: int,
         account: AccountBook,
         legs: ActiveLegs,
+        verdicts: StreamErrors,
         subs: SubscriptionRegistry,
         lines: LineLedger,
         rotator: LineRotator | None,
-        ranking: RiskRanking,
         queue_buffer: QueueBuffer,
-        session: IBSession,
-        synced: Callable[[], bool],
+        connected: Callable[[], bool],
         confirm_timeout_s: float,
-        on_cancelled: Callable[[int], None] = lambda conid: None,
     ) -> None:
-        self.rotation_lines = rotation_lines
-        self.account, self.legs, self.subs, self.lines = account, legs, subs, lines
-        self.rotator, self.ranking, self.queue_buffer, self.session = rotator, ranking, queue_buffer, session
-        self._synced = synced
+        """Reads what is held (`account`, and whether it is synced), what is active (`legs`) and what IB
+        refused (`verdicts`); holds lines through `subs` (long-lived streams) and `rotator` (the pool, None
+        when off), both counted in the ledger `lines`; sends queued holdings to `queue_buffer`; `connected`
+        says whether the socket is up (requests and cancels go out only then)."""
+        self.account, self.legs, self.verdicts = account, legs, verdicts
+        self.subs, self.lines, self.rotator = subs, lines, rotator
+        self.queue_buffer = queue_buffer
+        self._connected = connected
         self.confirm_timeout_s = confirm_timeout_s
-        self._on_cancelled = on_cancelled  # a stream the plan no longer wants was cancelled
-        self.demoted: dict[int, str] = {}  # conid -> IB's reason (200/354): queued until deactivated
+        # Ranks the active legs for the long-lived lines; only the pool's overflow needs a ranking.
+        self.ranking = RiskRanking()
         self.queued: dict[HoldingKey, int] = {}  # routed to the queue -> priority last sent
         self.reports: dict[tuple[int, str], RoutingReport] = {}
         # From the last plan: legs to stream once the stream in flight is confirmed. Lets each confirmation
@@ -77,12 +91,18 @@ class LineAllocation:
     # -- what the stream holds -----------------------------------------------------------------------------
     @property
     def budget(self) -> int:
-        """The configured line budget (V6_MAX_LINES - V6_RESERVED_LINES); IB may grant fewer (`lines.py`)."""
+        """The configured line budget (V6_MAX_LINES - V6_RESERVED_LINES); IB may grant fewer (the ledger)."""
         return self.lines.configured
 
-    def lines_held(self) -> int:
-        """Lines this stream holds at IB: long-lived streams, the rotating pool's and the probe's."""
-        return self.lines.held
+    def stats(self) -> AllocationStats:
+        reports = self.reports.values()
+        return AllocationStats(
+            streamed=sorted(self.subs.live),
+            queued=len(self.queued),
+            unfit=sorted(r.conid for r in reports if r.kind == "over_budget"),
+            legs_not_held=sorted(r.conid for r in reports if r.kind == "leg_not_held"),
+            risk_scores=dict(self.ranking.scores),
+        )
 
     def requeue(self, holding: Holding) -> None:
         """A queued holding changed: coalesced, many refreshes before the next flush are one queue row."""
@@ -97,11 +117,6 @@ class LineAllocation:
         keys = [key for key in self.queued if key[1] not in rotating]
         return sorted(keys, key=lambda key: (self.queued[key], key))
 
-    def deactivated(self, conids: Iterable[int]) -> None:
-        for conid in conids:
-            if self.demoted.pop(conid, None) is not None:
-                log.info("conid=%s no longer active: demotion cleared", conid)
-
     # -- reconcile -----------------------------------------------------------------------------------------
     def mark_dirty(self) -> None:
         self._dirty.set()
@@ -111,7 +126,7 @@ class LineAllocation:
         while not stop.is_set():
             await self._dirty.wait()
             self._dirty.clear()
-            if not self._synced():
+            if not self.account.synced:
                 continue
             try:
                 await self.reconcile()
@@ -142,21 +157,21 @@ class LineAllocation:
         else:
             reason = f"line budget {self.budget} is full"
         rank = self._rank() if self.rotator is not None else None
-        active, sec_types = self.legs.conids, self.account.stream_sec_types
+        active, sec_types, demoted = self.legs.conids, self.account.stream_sec_types, self.verdicts.demoted
         plan = route(
             held, active, limit, sec_types,
-            currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+            currently_streamed=self.subs.desired, demoted=demoted, full_reason=reason, rank=rank,
         )
         self._pool = 0
         if self.rotator is not None and plan.unfit:
             # Some active legs do not fit: a pool of lines rotates through them; the riskiest keep the rest.
             wanting = len(plan.streamed) + len(plan.unfit)
-            long_lived, self._pool = self.lines.split(wanting, self.rotation_lines)
+            long_lived, self._pool = self.lines.split(wanting, self.rotator.configured_lines)
             if self._pool:
                 reason = f"{reason}; rotating through a pool of {self._pool} ({long_lived} long-lived lines)"
                 plan = route(
                     held, active, long_lived, sec_types,
-                    currently_streamed=self.subs.desired, demoted=self.demoted, full_reason=reason, rank=rank,
+                    currently_streamed=self.subs.desired, demoted=demoted, full_reason=reason, rank=rank,
                 )
         return plan
 
@@ -172,10 +187,10 @@ class LineAllocation:
             self.confirmed(conid)
         plan = self._route()
         wanted = set(plan.streamed)
-        connected = self.session.connected
+        connected = self._connected()
         for conid in self.subs.desired - wanted:
             self.subs.remove(conid, connected=connected)
-            self._on_cancelled(conid)
+            self.verdicts.stream_cancelled(conid)
             log.info("stream cancelled: conid=%s", conid)
         if connected:
             replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
@@ -254,7 +269,6 @@ class LineAllocation:
             self._wake_timer.cancel()
             self._wake_timer = None
 
-
     # -- one new stream at a time --------------------------------------------------------------------------
     def _add_pending(self) -> bool:
         """Request the next stream the last plan wanted; True when one was requested. With no line free (the
@@ -262,7 +276,8 @@ class LineAllocation:
         while self._pending_adds:
             conid = self._pending_adds[0]
             holding = self.account.holding_for(conid)
-            gone = conid in self.subs.desired or conid not in self.legs.conids or conid in self.demoted
+            demoted = conid in self.verdicts.demoted
+            gone = conid in self.subs.desired or conid not in self.legs.conids or demoted
             if gone or holding is None:
                 self._pending_adds.pop(0)
                 continue
@@ -287,7 +302,7 @@ class LineAllocation:
     def _advance(self) -> None:
         """After a confirmation: the next planned stream without re-routing every holding (one route per new
         line would be O(lines x holdings) at start-up); when none is left, one full route settles the rest."""
-        if self.subs.unconfirmed or not self._synced() or not self.session.connected:
+        if self.subs.unconfirmed or not self.account.synced or not self._connected():
             return
         if self._add_pending():
             return
@@ -323,13 +338,12 @@ class LineAllocation:
         waits queued at top priority and streams again as soon as a probe finds a free line. The ledger
         logs the cap when it changes (a refused probe is no news)."""
         self.lines.refuse(STREAM, conid)
-        self.subs.remove(conid, connected=self.session.connected)  # no line was held
+        self.subs.remove(conid, connected=self._connected())  # no line was held
         log.debug("101 on conid=%s: account full at IB", conid)
         self.mark_dirty()
 
-    def demote(self, conid: int, reason: str) -> None:
-        """IB refused the contract (200, 354, ...): it waits in the queue until deactivated."""
-        self.demoted[conid] = reason
-        self.subs.remove(conid, connected=self.session.connected)  # frees ib_async's Ticker; no line was held
-        log.warning("stream rejected by IB, demoted to the queue: conid=%s %s", conid, reason)
+    def rejected(self, conid: int) -> None:
+        """IB refused the contract (200, 354, ...; recorded as a demotion by IB's verdicts): it waits in the
+        queue until deactivated."""
+        self.subs.remove(conid, connected=self._connected())  # frees ib_async's Ticker; no line was held
         self.mark_dirty()

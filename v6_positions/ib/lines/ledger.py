@@ -36,10 +36,22 @@ log = logging.getLogger(__name__)
 PROBE_BASE_S = 1.0
 PROBE_CAP_S = 15.0
 
-STREAM = "stream"  # a long-lived stream (`subscriptions.py`)
-POOL = "pool"  # a line of the rotating pool (`rotator.py`)
+STREAM = "stream"  # a long-lived stream (`lines/subscriptions.py`)
+POOL = "pool"  # a line of the rotating pool (`lines/pool.py`)
 
 LineKey = tuple[str, int]  # (holder, conid)
+
+
+@dataclass(slots=True)
+class LedgerStats:
+    """The stream's lines as its status shows them."""
+
+    held: int  # lines held at IB: long-lived streams, the pool's and the probe's
+    configured: int  # the line budget (V6_MAX_LINES - V6_RESERVED_LINES)
+    cap: int | None  # lines IB granted after a 101 (None: never refused, the budget applies)
+    rejections: int  # 101s
+    probes: int
+    probes_won: int
 
 
 @dataclass(slots=True)
@@ -78,8 +90,10 @@ class LineLedger:
     def held(self) -> int:
         return len(self._held)
 
-    def held_by(self, holder: str) -> int:
-        return sum(1 for key in self._held if key[0] == holder)
+    def stats(self) -> LedgerStats:
+        return LedgerStats(
+            self.held, self.configured, self.cap, self.rejections, self.probes, self.probes_won
+        )
 
     @property
     def granted(self) -> int:

@@ -3,8 +3,9 @@
 It owns the market-data lines of the legs it is given: subscribes and cancels as the scheduler says, tells it
 when a leg's quote is usable, turns IB's 101 into "no line held, budget capped at what we hold", and hands
 every usable quote to `on_quote(conid, ticker)` (where the streamer writes its row). Each subscribe takes its
-line in the stream's line ledger first (`lines.py`, holder `POOL`; no line free: not sent), each cancel gives
-it back, and IB's answers are the ledger's evidence: data confirms the line (a probe won), 101 caps the grant.
+line in the stream's line ledger first (`lines/ledger.py`, holder `POOL`; no line free: not sent), each
+cancel gives it back, and IB's answers are the ledger's evidence: data confirms the line (a probe won), 101
+caps the grant.
 
 A quote is usable when the ticker has a two-sided bid/ask or IB's model price (a one-sided wing) — with the
 option's model greeks, or after `greeks_grace_s` without them. ib_async keeps one Ticker per contract across
@@ -20,6 +21,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ib_async import Contract, Ticker
@@ -30,7 +32,13 @@ from v6_positions.ib.connection.message_codes import MAX_TICKERS, PACING, SUBSCR
 from v6_positions.ib.ib_values import clean_price, price_with_source
 from v6_positions.ib.lines.ledger import POOL, LineLedger, standalone_ledger
 from v6_positions.ib.periodic import stopped_within
-from v6_positions.ib.routing.rotation import Action, RotationConfig, RotationScheduler
+from v6_positions.ib.routing.rotation import (
+    Action,
+    LegStatus,
+    RotationConfig,
+    RotationScheduler,
+    RotationSummary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,14 @@ QuoteCallback = Callable[[int, Ticker], None]
 
 # Time a Delta commit of streamed rows may take, counted into the rotation's staleness bound.
 COMMIT_ALLOWANCE_S = 0.5
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """The rotating pool as the stream's status shows it."""
+
+    summary: RotationSummary | None  # None while no leg rotates
+    legs: list[LegStatus] = field(default_factory=list)  # per leg: score, role, line, age
 
 
 class LineRotator:
@@ -123,6 +139,15 @@ class LineRotator:
 
     def lines_held(self) -> int:
         return self.scheduler.lines_held()
+
+    @property
+    def configured_lines(self) -> int:
+        """The pool's configured size (V6_ROTATION_LINES): the most lines the allocation gives it."""
+        return self.scheduler.config.floor_lines
+
+    def stats(self) -> PoolStats:
+        scheduler = self.scheduler
+        return PoolStats(scheduler.summary() if scheduler.legs else None, scheduler.status())
 
     def ticker(self, conid: int) -> Ticker | None:
         return self._tickers.get(conid)

@@ -2,8 +2,8 @@
 
 Each subscription keeps a re-callable subscribe handle, so after a reconnect (ib_async's `disconnect()` drops
 every Ticker) or a 1101 (IB dropped the data, the socket stayed) `replay()` requests exactly the desired set:
-no duplicates, no leftovers. Each request takes its line in the stream's line ledger first (`lines.py`, holder
-`STREAM`) and each cancel, refusal or lost connection gives it back there.
+no duplicates, no leftovers. Each request takes its line in the stream's line ledger first
+(`lines/ledger.py`, holder `STREAM`) and each cancel, refusal or lost connection gives it back there.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class SubscriptionRegistry:
         api, ticks = self._api, self._generic_ticks
 
         def subscribe() -> Ticker:
-            # Keyword arguments: the seed passed "" as `snapshot` positionally.
+            # Keyword arguments: a positional "" would land in `snapshot` (reqMktData's argument order).
             return api.reqMktData(
                 contract, genericTickList=ticks, snapshot=False, regulatorySnapshot=False, mktDataOptions=[]
             )

@@ -1,8 +1,8 @@
 """Which held contracts get a streaming line and which go to the batch queue — a pure function.
 
 Rule: a non-zero position of a streamable sec type whose conid is an active registry leg is STREAMED if it
-fits the line limit (the configured budget, or less when IB granted less: see `lines.py`); every other held
-position is QUEUED with a priority:
+fits the line limit (the configured budget, or less when IB granted less: see `lines/ledger.py`); every
+other held position is QUEUED with a priority:
   0  an active leg that did not fit the limit (most urgent for the batch refresh; streams once lines free up)
   1  an active leg demoted after IB rejected the contract's stream (200, no permission)
   2  everything else
@@ -79,9 +79,9 @@ def route(
     the rest are taken in conid order, which keeps the result deterministic. `demoted` maps conid -> reason;
     `full_reason` is the report detail for legs that do not fit.
 
-    With `rank` (conid -> risk score, see `risk.py`) the riskiest legs get the lines instead: a running stream
-    counts `keep_ratio` times its score, so a leg only takes a running stream's line when it is clearly
-    riskier (no churn at the boundary as greeks drift).
+    With `rank` (conid -> risk score, see `risk_score.py`) the riskiest legs get the lines instead: a running
+    stream counts `keep_ratio` times its score, so a leg only takes a running stream's line when it is
+    clearly riskier (no churn at the boundary as greeks drift).
     """
     limit = budget.available if isinstance(budget, LineBudget) else max(0, int(budget))
     full_reason = full_reason or f"line budget {limit} is full"

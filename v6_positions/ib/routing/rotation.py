@@ -31,8 +31,8 @@ cancelMktData). Call `poll()` after each event and at least every 100 ms.
   used instead: the bound reports what is achieved. The quote latency is the 95th percentile of the last
   `latency_samples` observed subscribe-to-quote times.
 
-One module (~490 lines, a third of it this text, the config and the records) because it is one pure state
-machine: pacing, roles, rotation and the bound all read and write the same slots, and are tested as one.
+Pacing, roles, rotation and the bound stay in one module because they are one pure state machine: all of them
+read and write the same slots, and they are tested as one.
 """
 
 from __future__ import annotations

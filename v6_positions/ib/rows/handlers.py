@@ -1,14 +1,19 @@
 """Who receives the stream's observations (PositionRows), and how one failing receiver is kept from hurting
-the others."""
+the others.
+
+A handler is anything with `on_position_update`; one that commits the rows to a history table (a
+`HistoryHandler`, such as `DeltaLakePositionWriter`) also reports its writer's stats, which the stream's
+status shows."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from v6_positions.lake.history import HistoryWriter
+from v6_positions.lake.history import HistoryWriter, WriterStats
 from v6_positions.lake.rows import PositionRow
 
 log = logging.getLogger(__name__)
@@ -17,6 +22,24 @@ log = logging.getLogger(__name__)
 @runtime_checkable
 class PositionUpdateHandler(Protocol):
     async def on_position_update(self, row: PositionRow) -> None: ...
+
+
+@runtime_checkable
+class HistoryHandler(PositionUpdateHandler, Protocol):
+    """A handler that commits the rows to a history table (streamed_positions)."""
+
+    def history_stats(self) -> WriterStats: ...
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    """The handlers' side of the stream as its status shows it."""
+
+    received: int  # rows submitted
+    dispatched: int  # rows every handler was called with
+    errors: int  # handler calls that raised
+    rows_flushed: int  # rows the history handlers committed
+    history: WriterStats | None  # the first history handler's writer; None without one
 
 
 class DeltaLakePositionWriter:
@@ -30,9 +53,8 @@ class DeltaLakePositionWriter:
         self.writer = writer
         self._flusher: asyncio.Task | None = None
 
-    @property
-    def rows_flushed(self) -> int:
-        return self.writer.rows_flushed
+    def history_stats(self) -> WriterStats:
+        return self.writer.stats()
 
     async def on_position_update(self, row: PositionRow) -> None:
         self.writer.append(row)  # raises InvalidRowError for a bad row: nothing buffered
@@ -61,17 +83,27 @@ class DeltaLakePositionWriter:
 class HandlerDispatcher:
     """Feeds every row to every handler, in order, each call isolated.
 
-    Rows go through one asyncio.Queue consumed by one task (a reference is kept, unlike the seed's
-    fire-and-forget `create_task`); a handler that raises is logged and counted, the others still run.
+    Rows go through one asyncio.Queue consumed by one task, kept referenced (a fire-and-forget task may be
+    garbage-collected mid-run and its errors go unseen); a handler that raises is logged and counted, the
+    others still run.
     """
 
     def __init__(self, handlers: Sequence[PositionUpdateHandler]) -> None:
         self.handlers = list(handlers)
+        self._history = [handler for handler in self.handlers if isinstance(handler, HistoryHandler)]
         self._queue: asyncio.Queue[PositionRow | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self.received = 0
         self.dispatched = 0
         self.errors = 0
+
+    def stats(self) -> DispatchStats:
+        history = [handler.history_stats() for handler in self._history]
+        return DispatchStats(
+            self.received, self.dispatched, self.errors,
+            rows_flushed=sum(stats.rows_flushed for stats in history),
+            history=history[0] if history else None,
+        )
 
     def start(self) -> None:
         if self._task is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from v6_positions.ib.account.holdings import Holding, HoldingKey, queue_item
 from v6_positions.lake.errors import InvalidRowError
@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 _SIGNATURE = tuple(f.name for f in fields(QueueItem) if f.name != "payload_time")
 
 
+@dataclass(slots=True)
+class QueueStats:
+    """The position_queue writes as the stream's status shows them."""
+
+    rows_written: int
+    commits: int
+    rows_rejected: int  # rows the table's contract refused (logged with the field)
+    flush_errors: int  # failed commits (rows kept for the next flush)
+
+
 class QueueBuffer:
     def __init__(self, queue: PositionQueue) -> None:
         self.queue = queue
@@ -26,11 +36,14 @@ class QueueBuffer:
         self._flush_lock = asyncio.Lock()
         self.rows_written = 0
         self.commits = 0
-        self.rows_rejected = 0  # shown by the stream status (queue_rows_rejected)
-        self.flush_errors = 0  # shown by the stream status (queue_flush_errors)
+        self.rows_rejected = 0
+        self.flush_errors = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def stats(self) -> QueueStats:
+        return QueueStats(self.rows_written, self.commits, self.rows_rejected, self.flush_errors)
 
     def put(self, holding: Holding, priority: int, *, force: bool = False) -> None:
         """Buffer the holding's latest payload; a key already buffered is merged (better priority wins).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ib_async import Ticker
@@ -22,12 +23,20 @@ from v6_positions.lake.rows import PositionRow
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class SinkStats:
+    last_update_at: datetime | None  # when the last row went to the handlers
+
+
 class RowSink:
     def __init__(self, dispatcher: HandlerDispatcher, queue_buffer: QueueBuffer, flush_s: float) -> None:
         self.dispatcher = dispatcher
         self.queue_buffer = queue_buffer
         self.flush_s = flush_s
         self.last_update_at: datetime | None = None  # when the last row went to the handlers
+
+    def stats(self) -> SinkStats:
+        return SinkStats(self.last_update_at)
 
     def quote(self, conid: int, ticker: Ticker, holdings: Iterable[Holding]) -> None:
         """A tick of a stream, or a usable quote of a rotating leg: one row per holding."""

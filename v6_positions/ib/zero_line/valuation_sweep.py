@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ib_async import IB, PnLSingle
 
@@ -59,8 +59,11 @@ class ValuationSweep:
         self.interval_s = interval_s
         self.per_second = max(1, per_second)
         self.answer_timeout_s = answer_timeout_s
-        self.stats = SweepStats()
+        self._stats = SweepStats()
         self._kick = asyncio.Event()
+
+    def stats(self) -> SweepStats:
+        return replace(self._stats)
 
     def kick(self) -> None:
         """Sweep now (after a resync) instead of waiting for the interval."""
@@ -82,7 +85,7 @@ class ValuationSweep:
         """Value every key once, `per_second` at a time. Returns how many got a value."""
         keys = list(dict.fromkeys(self._keys()))
         started = time.monotonic()
-        self.stats.last_sweep_started_at = started
+        self._stats.last_sweep_started_at = started
         answered_total = 0
         missing: list[HoldingKey] = []
         loop = asyncio.get_running_loop()
@@ -95,18 +98,18 @@ class ValuationSweep:
             answered_total += got
             missing.extend(lost)
             await asyncio.sleep(max(0.0, chunk_started + 1.0 - loop.time()))  # <= per_second per second
-        self.stats.sweeps += 1
-        self.stats.answered += answered_total
-        self.stats.missing += len(missing)
-        self.stats.last_missing = tuple(missing)
-        self.stats.last_sweep_s = time.monotonic() - started
+        self._stats.sweeps += 1
+        self._stats.answered += answered_total
+        self._stats.missing += len(missing)
+        self._stats.last_missing = tuple(missing)
+        self._stats.last_sweep_s = time.monotonic() - started
         if missing:
             sample = ", ".join(f"{account}/{conid}" for account, conid in missing[:5])
             log.warning("valuation sweep: no value from IB for %d of %d queued holdings (%s%s)",
                         len(missing), len(keys), sample, ", ..." if len(missing) > 5 else "")
         else:
             log.debug("valuation sweep: %d queued holdings valued in %.1fs", len(keys),
-                      self.stats.last_sweep_s)
+                      self._stats.last_sweep_s)
         return answered_total
 
     async def _value_chunk(self, chunk: Sequence[HoldingKey]) -> tuple[int, list[HoldingKey]]:
@@ -138,7 +141,7 @@ class ValuationSweep:
                     continue  # someone in this process already follows it: its events reach on_pnl too
                 ib.reqPnLSingle(account, "", conid)
                 pending[ib.wrapper.pnlSingleKey2ReqId[(account, "", conid)]] = (account, conid)
-                self.stats.requested += 1
+                self._stats.requested += 1
             deadline = time.monotonic() + self.answer_timeout_s
             while len(answered) < len(chunk_set) and time.monotonic() < deadline and self._ready():
                 wake.clear()

@@ -13,88 +13,23 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from batch_helpers import (
+    ACCOUNT,
+    GATEWAY,
+    materialize_range,
+    partition_status,
+    positions_metadata,
+    queue_and_partition,
+    run_materializations,
+    summary,
+)
+from lake_helpers import queue_items
 
-from v6_positions.defs.assets import SUMMARY_TAG_PREFIX
-from v6_positions.defs.batch.partitions import contract_partition_key, queued_contracts
-from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG
-from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.lake.book_heal import refresh_positions
 from v6_positions.lake.history import PositionRow, write_rows
 from v6_positions.lake.positions import read_positions
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.tables import read_table
-
-GATEWAY = "127.0.0.1:4002"
-ACCOUNT = "DU1000001"
-
-
-def queue_and_partition(
-    lake_root: str, instance: dg.DagsterInstance, payloads: dict[int, float | None]
-) -> list[str]:
-    PositionQueue(lake_root).insert_many(
-        {
-            "account": ACCOUNT,
-            "conid": conid,
-            "symbol": "IWM",
-            "right": "P",
-            "strike": 200.0,
-            "expiry": "20261218",
-            "position": position,
-            "market_price": 1.25 if position else None,
-            # What the stream queues: IB's valuation with its time (a close is stamped when it happened).
-            "payload_time": datetime.now(UTC) if position is not None else None,
-        }
-        for conid, position in payloads.items()
-    )
-    keys = [contract_partition_key(ACCOUNT, c, "IWM", "OPT", "P", 200.0, "20261218") for c in payloads]
-    instance.add_dynamic_partitions(queued_contracts.name, keys)
-    return keys
-
-
-def materialize_range(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]):
-    return defs.resolve_job_def(BATCH_JOB_NAME).execute_in_process(
-        instance=instance,
-        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
-        raise_on_error=False,
-    )
-
-
-def summary(instance: dg.DagsterInstance, result) -> dict[str, int]:
-    """The run's batch figures, as the run's tags show them in the UI."""
-    tags = instance.get_run_by_id(result.run_id).tags
-    prefix = SUMMARY_TAG_PREFIX
-    return {k.removeprefix(prefix): int(v) for k, v in tags.items() if k.startswith(prefix)}
-
-
-def positions_metadata(instance: dg.DagsterInstance, result) -> dict[str, object]:
-    event = instance.get_latest_materialization_event(dg.AssetKey("positions"))
-    assert event is not None and event.run_id == result.run_id
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def partition_status(instance: dg.DagsterInstance) -> tuple[set[str], set[str]]:
-    """(materialized, failed) partitions of queued_positions, as the UI computes them."""
-    value = get_and_update_asset_status_cache_value(
-        instance, dg.AssetKey("queued_positions"), queued_contracts, dynamic_partitions_loader=instance
-    )
-    if value is None:
-        return set(), set()
-    materialized = value.deserialize_materialized_partition_subsets(queued_contracts).get_partition_keys()
-    failed = set(value.deserialize_failed_partition_subsets(queued_contracts).get_partition_keys())
-    return set(materialized) - failed, failed
-
-
-def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, object]]:
-    """queued_positions materializations written by one run: partition -> metadata."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    found = {}
-    for record in records:
-        event = record.event_log_entry.asset_materialization
-        if event is not None and event.asset_key == dg.AssetKey("queued_positions"):
-            assert event.partition not in found, f"{event.partition} reported twice"
-            found[event.partition] = {k: v.value for k, v in event.metadata.items()}
-    return found
 
 
 def test_live_stream_payloads_are_committed_and_marked_done(make_defs, instance, lake_root, add_stream_run):
@@ -104,7 +39,7 @@ def test_live_stream_payloads_are_committed_and_marked_done(make_defs, instance,
     assert result.success
     batch = summary(instance, result)
     assert (batch["partitions"], batch["rows_written"], batch["from_queued_payload"]) == (3, 3, 3)
-    assert PositionQueue(lake_root).pending_count() == 0
+    assert PositionQueue(lake_root).backlog().due == 0
     assert set(read_table(lake_root, "queued_positions")["source"].to_list()) == {"batch"}
     assert sorted(read_positions(lake_root)["conid"].to_list()) == [2001, 2002]  # 0 = closed, dropped
     book = positions_metadata(instance, result)
@@ -163,9 +98,9 @@ def test_failed_contracts_show_failed_and_bridged_done_ones_keep_their_state(
     batch = summary(instance, second)
     assert (batch["due"], batch["rows_written"], batch["failed"], batch["not_due"]) == (3, 2, 1, 1)
     queue = PositionQueue(lake_root)
-    (failed_item,) = queue.items(status="failed")
+    (failed_item,) = queue_items(queue, "failed")
     assert failed_item.conid == 2003 and failed_item.attempts == 1 and failed_item.last_error
-    assert queue.pending_count() == 1  # failed but retryable: the next batch tries again
+    assert queue.backlog().due == 1  # failed but retryable: the next batch tries again
     assert read_positions(lake_root).filter(pl.col("conid") == 2001)["position"].to_list() == [5.0]
 
 
@@ -186,7 +121,7 @@ def test_queue_rows_stay_pending_when_the_write_fails(make_defs, instance, lake_
     result = materialize_range(make_defs(), instance, keys)
     assert not result.success
     queue = PositionQueue(lake_root)
-    assert queue.pending_count() == 2
+    assert queue.backlog().due == 2
     assert not queue.keys(status="done")
     assert instance.get_latest_materialization_event(dg.AssetKey("queued_positions")) is None
 

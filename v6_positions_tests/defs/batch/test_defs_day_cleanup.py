@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from v6_positions.defs.batch.partitions import contract_partition_key, queued_contracts
+from v6_positions.defs.batch.partition_keys import contract_partition_key, queued_contracts
 from v6_positions.lake.queue import PositionQueue
 
 ACCOUNT = "DU1000001"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from v6_positions.defs.batch.partitions import contract_from_key, contract_partition_key
+from v6_positions.defs.batch.partition_keys import contract_from_key, contract_partition_key
 
 
 @pytest.mark.parametrize(

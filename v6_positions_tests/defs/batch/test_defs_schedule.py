@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from v6_positions.defs.batch.partitions import DEFER_EVENTS_TAG, contract_partition_key, queued_contracts
+from v6_positions.defs.batch.partition_events import DEFER_EVENTS_TAG
+from v6_positions.defs.batch.partition_keys import contract_partition_key, queued_contracts
 from v6_positions.defs.batch.schedule import RANGE_END_TAG, RANGE_START_TAG, plan_ranges
 from v6_positions.defs.jobs import BATCH_JOB_NAME
 from v6_positions.lake.queue import PositionQueue

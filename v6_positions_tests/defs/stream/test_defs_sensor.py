@@ -14,11 +14,12 @@ import dagster as dg
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from defs_helpers import apply_partitions, queue_tick, tick
+from lake_helpers import enqueue
 from polling import wait_for
 
 from v6_positions.config import Settings
 from v6_positions.definitions import build_definitions
-from v6_positions.defs.batch.partitions import queued_contracts
+from v6_positions.defs.batch.partition_keys import queued_contracts
 from v6_positions.defs.resources import StreamSupervision
 from v6_positions.defs.stream.heartbeat import (
     BEAT_RUN_TAG,
@@ -155,8 +156,8 @@ def test_new_queue_keys_become_partitions_once(make_defs, instance, lake_root):
     assert not again.dynamic_partitions_requests
 
     # A re-queue of a known contract (new payload, even new descriptive fields) adds nothing; a new one does.
-    queue.insert(1001, "SPY", account="DU1000001", position=3.0)
-    queue.insert(1003, "QQQ", account="DU1000001", right="P", strike=480.5, expiry="20261218")
+    enqueue(queue, 1001, "SPY", account="DU1000001", position=3.0)
+    enqueue(queue, 1003, "QQQ", account="DU1000001", right="P", strike=480.5, expiry="20261218")
     third = queue_tick(defs, instance, cursor=again.cursor)
     assert apply_partitions(instance, third) == ["DU1000001-QQQ-20261218-P-480.5-1003"]
     # Even without a cursor (a reset sensor), existing partitions are not added twice.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.event_log.sqlite import sqlite_event_log as dagster_sqlite_event_log
 from polling import wait_for
 
 from v6_positions.commands.launch import register_demo_legs
+from v6_positions.dagster_internals import dagster_sqlite_event_log
 from v6_positions.defs.stream.heartbeat import GATEWAY_TAG, HEARTBEAT_TAG, STREAM_JOB_NAME
 from v6_positions.lake.tables import read_table
 

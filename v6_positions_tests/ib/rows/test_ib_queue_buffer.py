@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ib_async import Contract, Position
+from lake_helpers import queue_items
 
 from v6_positions.ib.account.holdings import Holding, apply_pnl, holding_from_position
 from v6_positions.ib.rows.queue_buffer import QueueBuffer
@@ -35,7 +36,7 @@ def test_a_refused_row_is_dropped_and_counted_and_the_others_land_in_one_commit(
     buffer.put(held(3), 2)  # coalesced with the buffered row: the better priority stays
     assert asyncio.run(buffer.flush()) == 2
     assert (buffer.rows_rejected, buffer.flush_errors, buffer.commits, len(buffer)) == (1, 0, 1, 0)
-    items = {item.conid: item for item in queue.items()}
+    items = {item.conid: item for item in queue_items(queue)}
     assert sorted(items) == [1, 3] and items[3].priority == 0
     assert (items[1].market_price, items[1].market_value, items[1].payload_time) == (1.2, 240.0, NOW)
 
