@@ -242,9 +242,9 @@ class DayProbe:
             assert changed.height >= 20, changed.height
             self.cursor = version
 
-        self.cursor = self.queue.version()
+        self.cursor = table_version(self.root, "position_queue")
         out["queue insert 20 + changes_since(cursor)"] = best_of(sensor_tick, 5)
-        self.cursor = self.queue.version()
+        self.cursor = table_version(self.root, "position_queue")
         out["queue changes_since(cursor), nothing new"] = best_of(
             lambda: self.queue.changes_since(self.cursor), 5
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import time
 from datetime import UTC, datetime
@@ -82,7 +83,7 @@ def bench_cpu(options: int, runs: int) -> None:
     print(f"| underlying prices | {statistics.median(s[0] for s in stages):.4f} |")
     print(f"| implied vol + greeks | {statistics.median(s[1] for s in stages):.4f} |")
     print(f"| total (budget 1.0) | {statistics.median(samples):.4f} (max {max(samples):.4f}) |")
-    counts = result.counts.as_dict()
+    counts = {**dataclasses.asdict(result.counts), "missing": result.counts.missing}
     print("\ncounts: " + ", ".join(f"{name} {n:,}" for name, n in counts.items() if n))
     joined = result.frame.join(truth, on="conid").filter(pl.col("greeks_source") == "model")
     years = np.array([sim_years_to_expiry(e) for e in joined["expiry"]])

@@ -27,7 +27,6 @@ from v6_positions.lake.schemas import POSITIONS, STREAMED_POSITIONS
 from v6_positions.lake.tables import (
     TableHandle,
     conform,
-    frame_of,
     read_table,
     retry_on_conflict,
 )
@@ -175,11 +174,6 @@ class PositionsBook:
             return {}
         found = {app_id: table.transaction_version(app_id) for app_id in app_ids}
         return {app_id: int(version) for app_id, version in found.items() if version is not None}
-
-    def read(self) -> pl.DataFrame:
-        """Open positions (tombstones of closed ones hidden)."""
-        table = self._handle.latest(create=False)
-        return POSITIONS.empty_frame() if table is None else _open(frame_of(table, POSITIONS))
 
 
 def apply_to_positions(

@@ -23,8 +23,7 @@ from v6_positions.lake.properties import ensure_properties
 from v6_positions.lake.queue_reads import Backlog
 from v6_positions.lake.rows import STATUSES, Key, QueueItem
 from v6_positions.lake.schemas import POSITION_QUEUE
-from v6_positions.lake.tables import TableHandle, frame_of, retry_on_conflict, table_uri
-from v6_positions.lake.versions import VersionProbe
+from v6_positions.lake.tables import TableHandle, frame_of, retry_on_conflict
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ class PositionQueue:
         self.root_uri = root_uri
         self.storage_options = storage_options
         self.max_attempts = max_attempts
-        self._probe = VersionProbe(
-            table_uri(root_uri, POSITION_QUEUE.name), storage_options, poll_interval_s=0.0
-        )
         self._handle = TableHandle(root_uri, POSITION_QUEUE.name, storage_options)
         self._properties_checked = False
         self._lock = threading.Lock()  # the handle is shared by the methods of this queue
@@ -214,6 +210,3 @@ class PositionQueue:
             return []
         scan = scan if status is None else scan.filter(pl.col("status") == status)
         return reads.keys_of(scan.sort(["account", "conid"]))
-
-    def version(self) -> int:
-        return self._probe.current_version()

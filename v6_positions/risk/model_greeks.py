@@ -84,9 +84,6 @@ class ModelGreeksCounts:
     def options(self) -> int:
         return sum(dataclasses.astuple(self)) - self.not_option - self.at_intrinsic
 
-    def as_dict(self) -> dict[str, int]:
-        return {**dataclasses.asdict(self), "missing": self.missing}
-
     def missing_by_reason(self) -> dict[str, int]:
         """Why options got no model greeks: reason -> options (reasons with none left out)."""
         skip = ("computed", "not_option", "at_intrinsic")

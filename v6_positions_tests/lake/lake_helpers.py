@@ -12,7 +12,7 @@ import polars as pl
 from v6_positions.lake.queue import PositionQueue
 from v6_positions.lake.queue_reads import items_of
 from v6_positions.lake.rows import DEFAULT_PRIORITY, PositionRow, QueueItem
-from v6_positions.lake.tables import read_table, table_uri
+from v6_positions.lake.tables import read_table, table_uri, table_version
 
 if TYPE_CHECKING:  # the concurrency workers import this module without the tests' root on sys.path
     from s3_server import S3Server
@@ -58,6 +58,11 @@ def queue_items(queue: PositionQueue, status: str | None = None) -> list[QueueIt
     if status is not None:
         rows = rows.filter(pl.col("status") == status)
     return items_of(rows.sort(["account", "conid"]))
+
+
+def queue_version(queue: PositionQueue) -> int:
+    """The queue table's current version (-1 before its first commit)."""
+    return table_version(queue.root_uri, "position_queue", queue.storage_options)
 
 
 def enqueue(

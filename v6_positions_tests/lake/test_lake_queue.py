@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from lake_helpers import Lake, enqueue, queue_items
+from lake_helpers import Lake, enqueue, queue_items, queue_version
 
 from v6_positions.lake import queue_merges as merges
 from v6_positions.lake.queue import PositionQueue, QueueItem
@@ -45,19 +45,19 @@ def test_same_conid_in_two_accounts_are_two_rows(lake: Lake) -> None:
 def test_insert_many_is_one_commit_and_dedupes_last_wins(lake: Lake) -> None:
     queue = _queue(lake)
     enqueue(queue, 1, "SPY", account="A")
-    version = queue.version()
+    version = queue_version(queue)
     items: list[QueueItem | dict] = [
         QueueItem(account="A", conid=c, symbol="SPY", position=1.0) for c in range(1, 3001)
     ]
     items.append({"account": "A", "conid": 5, "symbol": "SPY", "position": 9.0, "priority": 1})
     items.append(QueueItem(account="A", conid=5, symbol="SPY", market_price=2.0))
     assert queue.insert_many(items) == 3000
-    assert queue.version() == version + 1
+    assert queue_version(queue) == version + 1
     rows = read_table(lake.root, "position_queue", lake.options)
     assert rows.height == 3000 and rows["conid"].n_unique() == 3000
     five = rows.filter(pl.col("conid") == 5).row(0, named=True)
     assert (five["position"], five["market_price"], five["priority"]) == (9.0, 2.0, 1)
-    assert queue.insert_many([]) == 0 and queue.version() == version + 1
+    assert queue.insert_many([]) == 0 and queue_version(queue) == version + 1
 
 
 def test_due_orders_by_priority_then_age(lake: Lake) -> None:

@@ -62,7 +62,7 @@ def run_worker(
     chunk_size: int,
 ) -> None:
     queue = PositionQueue(root, options)
-    queue.version()  # open the table before the race starts
+    queue.backlog()  # open the table before the race starts
     conids = list(conids_of(worker))
     assert len(conids) == OPS_PER_PROCESS
     start_together(barrier, worker)

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from deltalake.exceptions import CommitFailedError
-from lake_helpers import enqueue
+from lake_helpers import enqueue, queue_version
 from s3_server import REGION, S3Server
 
 from v6_positions.commands import registry as cli
@@ -42,7 +42,7 @@ def test_every_commit_is_a_conditional_put_the_server_enforces(tmp_path: Path) -
 
         commits = [line.split() for line in commit_log.read_text().splitlines()]
         queue_commits = [c for c in commits if "/position_queue/" in c[0]]
-        versions = range(queue.version() + 1)  # every version of the table, each written exactly once
+        versions = range(queue_version(queue) + 1)  # every version of the table, each written exactly once
         assert [c[0].rsplit("/", 1)[1] for c in queue_commits] == [f"{v:020d}.json" for v in versions]
         assert len(versions) >= 4  # create, two inserts, one mark
         assert any("/strategy_registry/" in c[0] for c in commits)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from lake_helpers import enqueue, queue_items
+from lake_helpers import enqueue, queue_items, queue_version
 
 from v6_positions.lake.errors import InvalidRowError
 from v6_positions.lake.history import HistoryWriter, PositionRow, write_rows
@@ -74,14 +74,14 @@ def test_known_sec_types_are_accepted(tmp_path: Path, sec_type: str) -> None:
 def test_queue_batch_with_one_bad_row_writes_nothing(tmp_path: Path) -> None:
     queue = PositionQueue(str(tmp_path))
     enqueue(queue, 1, "SPY")
-    version = queue.version()
+    version = queue_version(queue)
     items = [QueueItem(account="A", conid=c, symbol="SPY") for c in range(1, 1001)]
     items[637] = QueueItem(account="A", conid=638, symbol="SPY", right="Z")
     with pytest.raises(InvalidRowError) as info:
         queue.insert_many(items)
     assert info.value.row_index == 637
     assert str(info.value).startswith("position_queue row 637: right='Z': ")
-    assert queue.version() == version
+    assert queue_version(queue) == version
     assert queue.keys() == [("", 1)]
 
 
@@ -94,7 +94,7 @@ def test_queue_insert_refuses_bad_field(tmp_path: Path, field: str, value: objec
     kwargs = {"conid": 5, "symbol": "SPY", field: value}
     with pytest.raises(InvalidRowError, match=f"^position_queue row 0: {field}="):
         enqueue(queue, **kwargs)
-    assert queue.version() == -1
+    assert queue_version(queue) == -1
 
 
 def test_stock_strike_zero_and_empty_right_mean_none(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ib_async import Contract, Position
-from lake_helpers import queue_items
+from lake_helpers import queue_items, queue_version
 
 from v6_positions.ib.account.holdings import Holding, apply_pnl, holding_from_position
 from v6_positions.ib.rows.queue_buffer import QueueBuffer
@@ -46,11 +46,11 @@ def test_an_unchanged_payload_is_not_written_again_unless_forced(tmp_path: Path)
     buffer = QueueBuffer(queue)
     buffer.put(held(1), 2)
     asyncio.run(buffer.flush())
-    version = queue.version()
+    version = queue_version(queue)
     buffer.put(held(1), 2)  # IB re-sent the same payload
     assert len(buffer) == 0
     buffer.put(held(1), 2, force=True)  # a routing change: pending again
-    assert asyncio.run(buffer.flush()) == 1 and queue.version() == version + 1
+    assert asyncio.run(buffer.flush()) == 1 and queue_version(queue) == version + 1
 
 
 def test_a_failed_commit_is_counted_and_keeps_the_rows(tmp_path: Path) -> None:
