@@ -34,7 +34,7 @@ PACED_CHUNK = 40
 @dataclass(slots=True)
 class ZeroLineFetch:
     """What a zero-line fetch got: rows of the wanted held contracts, and IB's whole position list (what
-    says which of the others are closed; see position_list.py)."""
+    says which of the others are closed; see `ib/account/position_list.py`)."""
 
     rows: list[PositionRow]
     positions: PositionList
