@@ -1,4 +1,4 @@
-"""The rotation check (issue 12): fails when an active leg's newest row is older than twice the staleness
+"""The rotation check: fails when an active leg's newest row is older than twice the staleness
 bound the live stream run publishes; passes when no leg rotates."""
 
 from __future__ import annotations

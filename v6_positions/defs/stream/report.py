@@ -218,7 +218,7 @@ def _history_metadata(status: StreamStatus) -> dict[str, object]:
 
 
 def _rotation_metadata(status: StreamStatus) -> dict[str, object]:
-    """Issue 12: legs beyond the long-lived lines rotate through a pool; each one's score and age."""
+    """Legs beyond the long-lived lines rotate through a pool: each one's score and age."""
     rotation = status.rotation
     if rotation is None:
         return {"rotating_legs": 0}
