@@ -1,6 +1,6 @@
-"""The streamer's wiring has no hidden loop: `PositionStreamer.__init__` builds every owner after everything
-it is given, so no owner holds a lambda or a callback that reaches an owner built after it, and the order
-of the lines in `__init__` is the order of the dependencies.
+"""No hidden loop in any wiring: `PositionStreamer.__init__` (and every class of the package) builds each
+owner after everything it is given, so no owner holds a lambda or a callback that reaches an owner built
+after it, and the order of the lines in `__init__` is the order of the dependencies.
 
 Read from the source with `ast` (the wiring is the code, not a behaviour a run would show): each statement
 of `__init__` may use only the attributes assigned before it, and a bound method of the streamer handed to
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+from pathlib import Path
 
 from v6_positions.ib.streamer import PositionStreamer
 
@@ -106,3 +107,27 @@ class Wiring:
         "line 4: uses self.allocation before it is built (through self._on_connected)"
     ]
     assert forward_references(in_order) == []
+
+
+def _classes_with_init() -> list[tuple[str, str]]:
+    """(where, source) of every class of the package that has an `__init__`."""
+    package = Path(__file__).resolve().parents[1] / "v6_positions"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(item, ast.FunctionDef) and item.name == "__init__" for item in node.body
+            ):
+                where = f"{path.relative_to(package)}:{node.name}"
+                found.append((where, ast.get_source_segment(source, node)))
+    return found
+
+
+def test_no_class_of_the_package_is_wired_with_a_reference_to_an_owner_built_later() -> None:
+    """The same rule for every class (the simulator's server, the stream run's thread...), not only the
+    streamer."""
+    classes = _classes_with_init()
+    assert len(classes) > 30  # the whole package is read, not a folder of it
+    wrong = [f"{where}: {line}" for where, source in classes for line in forward_references(source or "")]
+    assert not wrong, "\n".join(wrong)
