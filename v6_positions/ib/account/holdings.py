@@ -1,4 +1,5 @@
-"""What the account holds, as this process last heard it from IB (positions + portfolio payloads)."""
+"""One holding: a position IB reported with its latest valuation (Holding), built from a Position, updated
+by a reqPnLSingle answer, and written to the position queue as one row."""
 
 from __future__ import annotations
 
