@@ -27,8 +27,24 @@ from gateway_bot import (
 )
 from lake_helpers import queue_items
 
+from v6_positions.ib.stream_status import StreamStatus
 from v6_positions.ib.streamer import StreamStopped
 from v6_positions.simulator import demo_strategy_legs
+
+
+async def between_probes(kit, streamer, *, streamed: int, unfit: int) -> StreamStatus:
+    """The first status with `streamed` long-lived legs and `unfit` legs beyond them. While IB caps the lines
+    the stream probes for one more every second or so: the probed leg is planned as streamed but not live
+    until IB answers (a 101 within milliseconds), so a snapshot taken during a probe shows one leg in neither
+    list. The wait times out (and fails) if the two never hold together."""
+    seen: list[StreamStatus] = []
+
+    def settled() -> bool:
+        seen.append(streamer.status())
+        return (len(seen[-1].streamed_conids), len(seen[-1].unfit)) == (streamed, unfit)
+
+    await kit.until(settled, what=f"{streamed} long-lived and {unfit} unfit")
+    return seen[-1]
 
 
 def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_them(make_sim, kit):
@@ -49,8 +65,8 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
                                 what="10 legs queued at priority 0")
                 await kit.until(lambda: lines_of(sim, STREAM_ID) == 4, what="the pool's lines held")
                 await asyncio.sleep(2.0)  # the bot keeps its lines; the stream only probes, one at a time
-                status = streamer.status()
-                assert (len(status.streamed_conids), len(status.unfit), status.demoted) == (2, 10, {})
+                status = await between_probes(kit, streamer, streamed=2, unfit=10)
+                assert status.demoted == {}
                 assert lines_of(sim, BOT_ID) == 6 and lines_of(sim, STREAM_ID) <= 4
                 refused_while_held = errors_to(sim, STREAM_ID, 101)
                 # first 101 at the limit, then one per probe (0.3, 0.6, 1, 1 s ... each +-20 %): never a burst
@@ -65,9 +81,8 @@ def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_
                                 what="freed lines won back")
                 # 10 lines for 12 legs: 8 long-lived, the 4 others share a pool of 2 (the pool shrank to
                 # what the 2 legs beyond the account's lines need)
-                await kit.until(lambda: len(streamer.status().streamed_conids) == 8, what="8 long-lived")
-                status = streamer.status()
-                assert len(status.unfit) == 4 and status.rotation is not None
+                status = await between_probes(kit, streamer, streamed=8, unfit=4)
+                assert status.rotation is not None
                 assert set(status.unfit) <= {i.conid for i in queue_items(kit.queue()) if i.priority == 0}
                 # every leg has rows in Delta: long-lived or rotating
                 await kit.until(lambda: kit.table("streamed_positions")["conid"].n_unique() == 12, timeout=10)
