@@ -44,6 +44,9 @@ class MarketDataFeed:
     seed: InitVar[int] = 0
     feed_down: bool = False  # between 1100 and 1101/1102: no ticks, as when IB's farms are unreachable
     competing_session: bool = False  # 10197: another live session took the market data
+    # IB streams while the client's cancel is on the wire: ticks it sent before it read the cancel reach the
+    # client after the client cancelled (on: one cycle of them, sent right before the cancel is applied)
+    ticks_in_flight_at_cancel: bool = False
     _latency_rng: random.Random = field(init=False)
 
     def __post_init__(self, seed: int) -> None:
@@ -68,6 +71,11 @@ class MarketDataFeed:
 
     def cancel_mkt_data(self, session: ClientSession, fields: list[str]) -> None:
         req_id = FieldReader(fields, 2).integer()
+        sub = session.mkt.get(req_id)
+        if sub is not None and sub.quoting and self.ticks_in_flight_at_cancel and self.streaming:
+            quote = self.market.quote(sub.contract)
+            messages = tick_messages(req_id, quote, self.book.quirks.get(sub.contract.conid), False)
+            session.send_many(messages, ticks=len(messages))
         if session.mkt.pop(req_id, None) is not None:
             self.counters.cancel_count += 1
         else:
@@ -152,6 +160,12 @@ class MarketDataFeed:
         self.quote_latency = check_latency(low, high)
         log.info("quote latency %.3f..%.3fs", low, high)
 
+    def set_ticks_in_flight_at_cancel(self, active: bool) -> None:
+        """On: each cancel of a quoting stream is preceded by one more cycle of its ticks, the ones IB had
+        sent before it read the cancel."""
+        self.ticks_in_flight_at_cancel = active
+        log.info("ticks in flight at a cancel %s", "on" if active else "off")
+
     def set_competing_session(self, active: bool) -> None:
         """10197: another live session (same user elsewhere) takes the market data; every stream is told and
         gets no ticks until it ends. Lines stay held."""
@@ -168,6 +182,7 @@ class MarketDataFeed:
             "feed_down": self.feed_down,
             "quote_latency": list(self.quote_latency),
             "competing_session": self.competing_session,
+            "ticks_in_flight_at_cancel": self.ticks_in_flight_at_cancel,
         }
 
 

@@ -155,3 +155,7 @@ class SimulatorThread:
     def set_quote_latency(self, low: float, high: float) -> None:
         """First ticks of each new subscription come a seeded uniform [low, high] s after reqMktData."""
         self._call(self._running.set_quote_latency(low, high))
+
+    def ticks_in_flight_at_cancel(self, active: bool) -> None:
+        """Each cancel of a quoting stream reaches the client after one more cycle of its ticks."""
+        self._call(self._running.set_ticks_in_flight_at_cancel(active))

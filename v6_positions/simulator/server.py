@@ -277,6 +277,9 @@ class GatewaySimulator:
     async def set_quote_latency(self, low: float, high: float) -> None:
         self.feed.set_quote_latency(low, high)
 
+    async def set_ticks_in_flight_at_cancel(self, active: bool) -> None:
+        self.feed.set_ticks_in_flight_at_cancel(active)
+
     async def set_quirks(self, conid: int, **fields: Any) -> Quirks:
         return self.changes.set_quirks(conid, **fields)
 

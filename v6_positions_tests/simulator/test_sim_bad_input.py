@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from conftest import connected, wait_until
 from ib_async import Contract, LimitOrder
+from polling import wait_until
+from sim_helpers import connected
 
 from v6_positions.simulator import demo_strategy_legs
 from v6_positions.simulator.framing import encode_message

@@ -11,7 +11,8 @@ import logging
 import struct
 
 import pytest
-from conftest import connect_ib, connected, wait_until
+from polling import wait_until
+from sim_helpers import connect_ib, connected
 
 from v6_positions.simulator import GatewaySimulator, load_book
 from v6_positions.simulator.framing import encode_message

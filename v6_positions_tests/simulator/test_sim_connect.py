@@ -9,7 +9,8 @@ import re
 import time
 
 import pytest
-from conftest import connect_ib, connected, option_row, spy_book, wait_until
+from polling import wait_until
+from sim_helpers import connect_ib, connected, option_row, spy_book
 
 from v6_positions.simulator import SimulatorThread, book_from_dict, demo_strategy_legs, load_book
 from v6_positions.simulator.book import BookError

@@ -15,7 +15,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import connect_ib, control_call, wait_until
+from polling import wait_until
+from sim_helpers import connect_ib, control_call
 
 from v6_positions.commands import simulate as cli
 from v6_positions.simulator import demo_strategy_legs

@@ -7,8 +7,9 @@ import socket
 import time
 
 import pytest
-from conftest import connect_ib, connected, wait_until
 from ib_async import Contract
+from polling import wait_until
+from sim_helpers import connect_ib, connected
 
 from v6_positions.simulator import demo_strategy_legs
 

@@ -6,8 +6,9 @@ import asyncio
 import datetime as dt
 import itertools
 
-from conftest import connected, wait_until
 from ib_async import Contract, Stock
+from polling import wait_until
+from sim_helpers import connected
 
 from v6_positions.simulator import SimulatorThread, load_book
 from v6_positions.simulator.historical import PACING_TEXT

@@ -6,7 +6,8 @@ import asyncio
 import time
 
 import pytest
-from conftest import connect_ib, connected, control_status, option_contracts, wait_until
+from polling import wait_until
+from sim_helpers import connect_ib, connected, control_status, option_contracts
 
 from v6_positions.commands import simulate as cli
 from v6_positions.simulator import SimulatorThread, load_book

@@ -6,8 +6,9 @@ import asyncio
 import math
 
 import pytest
-from conftest import connect_ib, connected, option_contracts, wait_until
 from ib_async import Contract
+from polling import wait_until
+from sim_helpers import connect_ib, connected, option_contracts
 
 from v6_positions.simulator import GatewaySimulator, SimulatorThread, demo_strategy_legs, load_book
 from v6_positions.simulator.market import Market

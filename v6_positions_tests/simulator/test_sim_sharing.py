@@ -11,8 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import connect_ib, connected, control_call, option_contracts, option_row, spy_book, wait_until
 from ib_async import Contract
+from polling import wait_until
+from sim_helpers import connect_ib, connected, control_call, option_contracts, option_row, spy_book
 
 from v6_positions.simulator import BookError, SimulatorThread, book_from_dict, load_book
 from v6_positions.simulator.demo_books import FA_ACCOUNT, third_fridays

@@ -188,10 +188,16 @@ class LineAllocation:
         plan = self._route()
         wanted = set(plan.streamed)
         connected = self._connected()
+        to_pool = set(plan.unfit) if self._pool else set()
         for conid in self.subs.desired - wanted:
             self.subs.remove(conid, connected=connected)
             self.verdicts.stream_cancelled(conid)
-            log.info("stream cancelled: conid=%s", conid)
+            # A leg moving to the pool keeps its quotes: its routing report carries the news (and while IB
+            # caps the lines, the leg a probe promoted goes back there after every refused probe).
+            if conid in to_pool:
+                log.debug("stream cancelled: conid=%s (rotates through the pool)", conid)
+            else:
+                log.info("stream cancelled: conid=%s", conid)
         if connected:
             replayed = self.subs.replay()  # after a reconnect: every wanted stream that is not live
             if replayed:
@@ -288,13 +294,17 @@ class LineAllocation:
         return False
 
     def _start_stream(self, conid: int, holding: Holding) -> bool:
+        promoted = self.rotator is not None and conid in self.rotator.contracts
         if self.rotator is not None:
             self.rotator.release(conid)  # promoted from the pool: its rotating line goes first
         if not self.lines.take(STREAM, conid):
             return False
         self.subs.add(conid, stream_contract(holding.contract), connected=True)
-        level = logging.DEBUG if self.lines.is_probe(STREAM, conid) else logging.INFO  # a probe is no news
-        log.log(level, "stream requested: conid=%s %s", conid, contract_label(holding.contract))
+        # A probe, or a leg promoted from the pool (it had quotes already), is no news: its routing report
+        # says what changed. A leg that starts streaming is.
+        quiet = promoted or self.lines.is_probe(STREAM, conid)
+        log.log(logging.DEBUG if quiet else logging.INFO, "stream requested: conid=%s %s%s", conid,
+                contract_label(holding.contract), " (promoted from the pool)" if promoted else "")
         self.account.add_streamed(conid)
         self._awaiting_confirmation.set()
         return True

@@ -30,6 +30,7 @@ from v6_positions.config import Settings
 from v6_positions.contracts import is_option
 from v6_positions.ib.connection.message_codes import MAX_TICKERS, PACING, SUBSCRIPTION_REJECTED
 from v6_positions.ib.ib_values import clean_price, price_with_source
+from v6_positions.ib.lines.cancel import MarketDataCanceller
 from v6_positions.ib.lines.ledger import POOL, LineLedger, standalone_ledger
 from v6_positions.ib.periodic import stopped_within
 from v6_positions.ib.routing.rotation import (
@@ -70,6 +71,7 @@ class LineRotator:
         ledger: LineLedger | None = None,
     ) -> None:
         self.ib = ib
+        self._canceller = MarketDataCanceller(ib)
         self.scheduler = scheduler
         self.on_quote = on_quote
         self.generic_ticks = generic_ticks
@@ -203,7 +205,7 @@ class LineRotator:
         self._priced_at.pop(conid, None)
         ticker = self._tickers.pop(conid, None)
         if ticker is not None:
-            self.ib.cancelMktData(ticker.contract)
+            self._canceller.cancel(ticker.contract, ticker)
         self.ledger.release(POOL, conid)
 
     # ---- IB's answers -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ib_async import Contract, Ticker
 
+from v6_positions.ib.lines.cancel import MarketDataCanceller
 from v6_positions.ib.lines.ledger import STREAM, LineLedger, standalone_ledger
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Subscription:
 class SubscriptionRegistry:
     def __init__(self, api: MarketDataApi, generic_ticks: str = "", ledger: LineLedger | None = None) -> None:
         self._api = api
+        self._canceller = MarketDataCanceller(api)
         self._generic_ticks = generic_ticks
         self._ledger = ledger if ledger is not None else standalone_ledger()
         self._subs: dict[int, Subscription] = {}
@@ -214,7 +216,7 @@ class SubscriptionRegistry:
         # acceptance, or a leg streamed before would look accepted before IB answered (a 101 may follow).
         sub.ticker.minTick = math.nan
         sub.ticker.time = None
-        sub.req_id = _req_id_of(self._api, sub.ticker)
+        sub.req_id = self._canceller.request_of(sub.ticker)  # errors (101) name the reqId
         sub.confirmed = False
         sub.requested_at = time.monotonic()
         log.debug("reqMktData conid=%s reqId=%s", sub.conid, sub.req_id)
@@ -222,7 +224,7 @@ class SubscriptionRegistry:
 
     def _cancel(self, sub: Subscription) -> None:
         try:
-            self._api.cancelMktData(sub.contract)
+            self._canceller.cancel(sub.contract, sub.ticker)
         except Exception:  # a cancel that fails must not keep the registry inconsistent
             log.exception("cancelMktData failed for conid=%s", sub.conid)
         sub.ticker = None
@@ -237,17 +239,6 @@ def _accepted(ticker: Ticker | None) -> bool:
         return False
     min_tick = ticker.minTick
     return (min_tick is not None and not math.isnan(min_tick)) or ticker.time is not None
-
-
-def _req_id_of(api: object, ticker: Ticker) -> int | None:
-    """ib_async keeps reqIds in its wrapper; errors (101) name the reqId, so remember it."""
-    wrapper = getattr(api, "wrapper", None)
-    if wrapper is None:
-        return None
-    try:
-        return wrapper.ticker2ReqId["mktData"].get(ticker)
-    except (AttributeError, KeyError, TypeError):
-        return None
 
 
 def stream_contract(contract: Contract) -> Contract:

@@ -10,6 +10,7 @@ the next; a probe IB grants may be followed at once (one round trip per line won
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -170,5 +171,48 @@ def test_lines_the_bot_takes_back_mid_stream_cap_the_stream_without_a_burst(make
                     lambda: long_lived(streamer) == set(legs) and lines_of(sim, STREAM_ID) == 24,
                     timeout=30, what="all 24 legs on long-lived lines again",
                 )
+
+    asyncio.run(scenario())
+
+
+def test_a_capped_stream_probes_quietly_while_its_pool_rotates(make_sim, kit, caplog):
+    # A bot keeps 90 of the 100 lines all along: the stream is capped at 10 for 12 legs, 8 long-lived and 4
+    # rotating through a pool of 2. A probe wants one more long-lived line; when the leg it promotes holds a
+    # pool line, the pool's refill is what IB refuses and the leg goes back to the pool. That happens at
+    # every probe, all day while the bot holds its lines (the backoff is shortened here so that several
+    # probes fit in a few seconds): the trader's log must not get a line per probe.
+    sim = make_sim("generated:120")
+    # IB's ticks already on the wire reach the client after its cancel: the pool cancels a line at every
+    # rotation, and a leg's next request must not take them for IB's answer (a refused probe counted as won)
+    sim.ticks_in_flight_at_cancel(True)
+    legs = register_legs(kit, sim, 12)
+    streamer = kit.streamer(kit.settings(sim.port, ib_client_id=STREAM_ID), probe_base_s=0.3, probe_cap_s=1.0)
+    lines_loggers = "v6_positions.ib.lines."
+    caplog.set_level(logging.DEBUG, logger=lines_loggers.rstrip("."))
+
+    def promotions(since: int) -> int:
+        return sum("promoted from the pool" in r.getMessage() for r in caplog.records[since:])
+
+    async def scenario():
+        async with bot(sim, readonly=True) as trader:
+            hold_lines(trader, non_leg_options(sim, legs, 90))
+            await kit.until(lambda: lines_of(sim, BOT_ID) == 90, what="the bot holds 90 lines")
+            async with kit.running(streamer):
+                await kit.until(lambda: (streamer.status().line_cap, lines_of(sim, STREAM_ID)) == (10, 10),
+                                what="capped at the 10 free lines")
+                settled_at = len(caplog.records)
+                before = streamer.status()
+                refused_before = errors_to(sim, STREAM_ID, 101)
+                await kit.until(
+                    lambda: promotions(settled_at) >= 3 and streamer.status().probes >= before.probes + 3,
+                    timeout=20, what="three probes that promoted a leg from the pool",
+                )
+                after = streamer.status()
+                assert after.probes_won == before.probes_won and after.line_cap == 10  # every probe refused
+                assert errors_to(sim, STREAM_ID, 101) > refused_before
+                assert lines_of(sim, BOT_ID) == 90 and errors_to(sim, BOT_ID, 101) == 0
+                news = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records[settled_at:]
+                        if r.name.startswith(lines_loggers) and r.levelno >= logging.INFO]
+                assert news == []
 
     asyncio.run(scenario())
