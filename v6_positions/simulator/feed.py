@@ -45,8 +45,8 @@ class MarketDataFeed:
     feed_down: bool = False  # between 1100 and 1101/1102: no ticks, as when IB's farms are unreachable
     competing_session: bool = False  # 10197: another live session took the market data
     # IB streams while the client's cancel is on the wire: ticks it sent before it read the cancel reach the
-    # client after the client cancelled (on: one cycle of them, sent right before the cancel is applied)
-    ticks_in_flight_at_cancel: bool = False
+    # client after the client cancelled (one cycle of them, sent right before the cancel is applied)
+    ticks_in_flight_at_cancel: bool = True
     _latency_rng: random.Random = field(init=False)
 
     def __post_init__(self, seed: int) -> None:

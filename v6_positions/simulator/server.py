@@ -57,6 +57,7 @@ class GatewaySimulator:
         pacing_disconnect_after: int = PACING_DISCONNECT_AFTER,
         client_id_linger: float = 0.0,
         quote_latency: tuple[float, float] = NO_LATENCY,
+        ticks_in_flight_at_cancel: bool = True,
     ) -> None:
         self.book = book
         self.host = host
@@ -78,6 +79,7 @@ class GatewaySimulator:
             snapshot_delay=snapshot_delay,
             quote_latency=quote_latency,
             seed=seed,
+            ticks_in_flight_at_cancel=ticks_in_flight_at_cancel,
         )
         self.valuation = Valuation(book, self.market, self.counters)
         self.accounts = AccountUpdates(book, self.clients, self.valuation, self.counters)
