@@ -1,7 +1,8 @@
 """Sharing the gateway with the trader's bot, measured on this tree and on two commits of its history:
 d82c738, the repository's first design, in the scenarios "lines" and "account updates"; ba67afb, the last
 tree whose lines were not all held in one ledger (`ib/lines/ledger.py`), in "freed lines", next to this
-tree with its rotating pool on (the default) and off.
+tree with its rotating pool on (the default) and off, and 2d8e6a2, the last tree whose cancelled requests
+kept feeding the contract's Ticker (the simulator sends the ticks in flight at a cancel, as IB does).
 
 Every tree runs the same way: `v6-positions stream` in its own process (a commit's package extracted with
 `git archive` into a temp dir, never checked out; see BOOT), the current simulator in its own process, and
@@ -51,6 +52,7 @@ from stream_bench import start_simulator as start_simulator_process  # noqa: E40
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_DESIGN_COMMIT = "d82c738"
 BEFORE_LEDGER_COMMIT = "ba67afb"
+BEFORE_CANCEL_COMMIT = "2d8e6a2"  # the last tree whose cancels left their reqIds feeding the Ticker
 STREAM_ID = 10
 BOT_ID = 70
 
@@ -285,6 +287,8 @@ def pool_scenario(tree: Path, tmp: Path, name: str, bot_hold: float, after: floa
         while time.monotonic() - started < bot_hold:
             sample(started + bot_hold)
             bot.sleep(1.0)
+        won_held, made_held = last_probes(status_file)  # while the bot held 95 lines: no probe can win
+        refused_held = samples[-1][2] if samples else 0
         for ticker in list(bot.tickers()):
             bot.cancelMktData(ticker.contract)
         freed = time.monotonic()
@@ -308,6 +312,7 @@ def pool_scenario(tree: Path, tmp: Path, name: str, bot_hold: float, after: floa
             "all_legs_s": next((t for t, lines in after_free if lines >= legs_count), None),
             "refused": samples[-1][2], "refused_peak": max(per_second, default=0),
             "probes": total, "probes_won": won, "probes_per_s": total / run_s,
+            "probes_held": made_held, "probes_won_held": won_held, "refused_held": refused_held,
             "bot_101": errors_to(stats(control_port), BOT_ID, 101),
         }
     finally:
@@ -358,6 +363,7 @@ def main() -> None:
         if args.only in ("all", "pool"):
             runs = {
                 f"before ({BEFORE_LEDGER_COMMIT}) pool on": (old_tree(tmp, BEFORE_LEDGER_COMMIT), {}),
+                f"before ({BEFORE_CANCEL_COMMIT}) pool on": (old_tree(tmp, BEFORE_CANCEL_COMMIT), {}),
                 "this design, pool on": (ROOT, {}),
                 "this design, pool off": (ROOT, {"V6_ROTATION_LINES": "0"}),
             }
@@ -400,6 +406,8 @@ def pool_rows(args: argparse.Namespace) -> list[tuple[str, object]]:
                      lambda r, at=at: r["lines_at"][at]))
     rows += [
         ("seconds until a line per leg (12)", lambda r: r["all_legs_s"]),
+        ("101s the stream got while the bot held 95", lambda r: r["refused_held"]),
+        ("probes won / made while the bot held 95", lambda r: f"{r['probes_won_held']} / {r['probes_held']}"),
         ("101s the stream got (total)", lambda r: r["refused"]),
         ("101s the stream got in its worst second", lambda r: r["refused_peak"]),
         ("probes per second (whole run)", lambda r: f"{r['probes_per_s']:.2f}"),
