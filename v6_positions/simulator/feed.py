@@ -72,7 +72,8 @@ class MarketDataFeed:
     def cancel_mkt_data(self, session: ClientSession, fields: list[str]) -> None:
         req_id = FieldReader(fields, 2).integer()
         sub = session.mkt.get(req_id)
-        if sub is not None and sub.quoting and self.ticks_in_flight_at_cancel and self.streaming:
+        in_flight = self.ticks_in_flight_at_cancel and self.streaming
+        if in_flight and sub is not None and sub.quoting and not sub.snapshot:  # a snapshot's ticks came once
             quote = self.market.quote(sub.contract)
             messages = tick_messages(req_id, quote, self.book.quirks.get(sub.contract.conid), False)
             session.send_many(messages, ticks=len(messages))

@@ -37,14 +37,14 @@ async def between_probes(kit, streamer, *, streamed: int, unfit: int) -> StreamS
     the stream probes for one more every second or so: the probed leg is planned as streamed but not live
     until IB answers (a 101 within milliseconds), so a snapshot taken during a probe shows one leg in neither
     list. The wait times out (and fails) if the two never hold together."""
-    seen: list[StreamStatus] = []
+    last: dict[str, StreamStatus] = {}
 
     def settled() -> bool:
-        seen.append(streamer.status())
-        return (len(seen[-1].streamed_conids), len(seen[-1].unfit)) == (streamed, unfit)
+        status = last["status"] = streamer.status()
+        return (len(status.streamed_conids), len(status.unfit)) == (streamed, unfit)
 
     await kit.until(settled, what=f"{streamed} long-lived and {unfit} unfit")
-    return seen[-1]
+    return last["status"]
 
 
 def test_lines_held_by_a_bot_cap_the_stream_and_are_won_back_when_the_bot_frees_them(make_sim, kit):
